@@ -1,0 +1,231 @@
+//! The engine's settings: the `serve` flags (each with help), their value parsers
+//! (`15s`, `500ms`, `4KiB`, `1M`), and the limits derived from them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Largest message a client may send on `/echo` (Autobahn's 9.* cases need 16 MiB).
+pub const ECHO_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest message a subscriber may send on `/ws` (subscribe/unsubscribe ops).
+pub const WS_MAX_CLIENT_MESSAGE_BYTES: u64 = 64 * 1024;
+/// Subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS_PER_CONN: u16 = 256;
+/// How long a closing connection waits for the peer's EOF after our FIN.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Upper bound of `--max-headers` (the parser's header array lives on the stack).
+pub const MAX_HEADERS_LIMIT: usize = 256;
+/// The timer wheel's resolution.
+pub const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port; the address in use is printed as
+    /// `listening on http://ADDR shards=N` once every shard accepts.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Connection shards: threads, each with its own io_uring ring, listener
+    /// (SO_REUSEPORT) and fixed-file table [default: the number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: Option<u16>,
+
+    /// Enable `GET /echo`: a WebSocket endpoint echoing every message (up to 16 MiB), for
+    /// conformance testing.
+    #[arg(long)]
+    pub echo: bool,
+
+    /// Connections one shard can hold: the size of its fixed-file table, at most the
+    /// open-file limit (RLIMIT_NOFILE) [default: that limit].
+    #[arg(long, value_parser = parse_count)]
+    pub max_conns: Option<u32>,
+
+    /// Interval of the SSE heartbeat comment.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub sse_heartbeat: Duration,
+
+    /// Reconnection delay suggested to SSE clients (`retry:`).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub sse_retry: Duration,
+
+    /// Time a client has to send a complete request, and the idle limit between
+    /// keep-alive requests.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Largest publish body accepted (413 beyond).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub max_publish_bytes: usize,
+
+    /// Largest request head (request line and headers) accepted (431 beyond).
+    #[arg(long, default_value = "8KiB", value_parser = parse_size)]
+    pub max_head_bytes: usize,
+
+    /// Most request headers accepted (431 beyond).
+    #[arg(long, default_value_t = 64)]
+    pub max_headers: usize,
+
+    /// Bytes queued for one connection that does not read before it is closed as a slow
+    /// consumer (WebSocket 1013, SSE end of stream).
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    pub max_queued_bytes: usize,
+
+    /// Receive buffers in each shard's provided-buffer ring (a power of two, <= 32768).
+    #[arg(long, default_value_t = 1024)]
+    pub recv_buffers: u16,
+
+    /// Size of each receive buffer.
+    #[arg(long, default_value = "4KiB", value_parser = parse_size)]
+    pub recv_buffer_size: usize,
+}
+
+impl ServeArgs {
+    /// Checks the combinations a value parser cannot see.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
+            return Err(format!(
+                "--recv-buffers {} must be a power of two <= 32768",
+                self.recv_buffers
+            ));
+        }
+        if !(512..=1 << 20).contains(&self.recv_buffer_size) {
+            return Err("--recv-buffer-size must be between 512 B and 1 MiB".into());
+        }
+        if self.max_head_bytes < 256 {
+            return Err("--max-head-bytes must be at least 256".into());
+        }
+        if !(1..=MAX_HEADERS_LIMIT).contains(&self.max_headers) {
+            return Err(format!(
+                "--max-headers must be between 1 and {MAX_HEADERS_LIMIT}"
+            ));
+        }
+        if self.sse_heartbeat < TICK || self.request_timeout < TICK {
+            return Err(format!("timeouts must be at least {TICK:?}"));
+        }
+        if self.max_queued_bytes > u32::MAX as usize / 2 {
+            return Err("--max-queued-bytes is too large".into());
+        }
+        Ok(())
+    }
+}
+
+/// `250ms`, `15s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 15s or 500ms)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `4096`, `4k`/`4KiB` (x1024), `1M`/`1MiB`, `1G`/`1GiB`; `KB`/`MB` are decimal.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (try 4KiB or 1MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    value
+        .checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// `20000`, `20k`, `1m` (x1000: counts are decimal).
+pub fn parse_count(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, mult) = match s.to_ascii_lowercase().strip_suffix('k') {
+        Some(n) => (n.to_string(), 1_000u64),
+        None => match s.to_ascii_lowercase().strip_suffix('m') {
+            Some(n) => (n.to_string(), 1_000_000),
+            None => (s.to_string(), 1),
+        },
+    };
+    let value: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid count {s:?} (try 20000 or 20k)"))?;
+    value
+        .checked_mul(mult)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| format!("count {s:?} is too large"))
+}
+
+/// The soft open-file limit, which bounds each fixed-file table.
+pub fn nofile_limit() -> Option<u32> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert!(parse_size("1TiB").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("20000"), Ok(20_000));
+        assert_eq!(parse_count("20k"), Ok(20_000));
+        assert_eq!(parse_count("1m"), Ok(1_000_000));
+        assert!(parse_count("5000000000").is_err());
+        assert!(parse_count("many").is_err());
+    }
+
+    #[test]
+    fn reads_this_process_open_file_limit() {
+        assert!(nofile_limit().is_some_and(|n| n > 0));
+    }
+}

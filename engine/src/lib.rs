@@ -1,0 +1,21 @@
+//! Switchboard, a push engine for the real-time web.
+//!
+//! One shard per core (or more), each a thread owning an io_uring ring, a listener, a
+//! fixed-file table and a provided-buffer ring, holds many WebSocket and SSE
+//! connections with a few dozen bytes of state each; a router thread sequences every
+//! publish and hands the encoded bytes to the shards that have subscribers.
+//!
+//! - [`uring`]: every `unsafe` of the engine: rings, tokens, buffer rings, operations.
+//! - [`shard`]: the connection shard: event loop, connections, HTTP, WebSocket, SSE.
+//! - [`pubsub`]: the router and the links between it and the shards.
+//! - [`config`], [`metrics`], [`server`]: settings, counters, start-up.
+//!
+//! The wire codecs are in the `switchboard-proto` crate: pure functions over bytes.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod metrics;
+pub mod pubsub;
+pub mod server;
+pub mod shard;
+pub mod uring;

@@ -1,0 +1,187 @@
+//! The links between the shards and the router: bounded single-producer/single-consumer
+//! queues made at start-up, plus a doorbell per consumer so that a producer wakes a
+//! sleeping consumer's ring (`IORING_OP_MSG_RING`) at most once per sleep, never per
+//! message.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+
+use bytes::Bytes;
+
+use super::ShardSet;
+
+/// Identifies a connection across threads: its slot and the generation it had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// What a shard sends the router.
+#[derive(Debug)]
+pub enum ToRouter {
+    /// Publish `data` (already a JSON value) to `topic`; answer `reply` with the sequence.
+    Publish {
+        topic: Box<str>,
+        data: Bytes,
+        reply: ConnRef,
+    },
+    /// The shard gained (`add`) or lost its first/last subscriber of a topic
+    /// (`subtree == false`) or of the subtree below `prefix`.
+    Interest {
+        prefix: Box<str>,
+        subtree: bool,
+        add: bool,
+    },
+    /// Echoed back once everything the shard sent before it has been applied.
+    Barrier { id: u32 },
+}
+
+/// One message as every subscriber receives it, encoded once per transport.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Box<str>,
+    pub seq: u64,
+    /// The router-wide sequence number (the SSE `id`).
+    pub gseq: u64,
+    /// A complete WebSocket text frame holding the envelope.
+    pub ws_frame: Bytes,
+    /// A complete SSE event holding the envelope.
+    pub sse_event: Bytes,
+}
+
+/// What the router sends a shard.
+#[derive(Debug)]
+pub enum FromRouter {
+    Deliver(Arc<Message>),
+    Published {
+        reply: ConnRef,
+        topic: Box<str>,
+        seq: u64,
+    },
+    Barrier {
+        id: u32,
+    },
+}
+
+/// Capacity of each queue, in messages.
+pub const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// One consumer's doorbell: the consumer arms it before it sleeps in its ring, a producer
+/// rings it after pushing. The fences make the two sides a Dekker pair: either the
+/// consumer's last look at its queues sees the push, or the producer sees the bell armed.
+#[derive(Debug)]
+pub struct Doorbell {
+    armed: AtomicBool,
+    /// The consumer's ring, where wake-ups are posted.
+    ring_fd: RawFd,
+}
+
+impl Doorbell {
+    pub fn new(ring_fd: RawFd) -> Arc<Doorbell> {
+        Arc::new(Doorbell {
+            armed: AtomicBool::new(false),
+            ring_fd,
+        })
+    }
+
+    pub fn ring_fd(&self) -> RawFd {
+        self.ring_fd
+    }
+
+    /// Consumer: about to sleep. Look at the queues once more after this returns.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Consumer: awake again.
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::Relaxed);
+    }
+
+    /// Producer, after its pushes: true if the consumer may be asleep and must be woken
+    /// (by this caller: the bell is disarmed, so others will not).
+    pub fn ring(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.armed.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// The router's end of the link with one shard.
+pub struct RouterEnd {
+    pub inbox: rtrb::Consumer<ToRouter>,
+    pub outbox: rtrb::Producer<FromRouter>,
+}
+
+/// A shard's end of its link with the router.
+pub struct ShardEnd {
+    pub outbox: rtrb::Producer<ToRouter>,
+    pub inbox: rtrb::Consumer<FromRouter>,
+}
+
+/// Makes the queues of one shard/router link.
+pub fn link() -> (ShardEnd, RouterEnd) {
+    let (to_router, router_inbox) = rtrb::RingBuffer::new(QUEUE_CAPACITY);
+    let (router_outbox, from_router) = rtrb::RingBuffer::new(QUEUE_CAPACITY);
+    (
+        ShardEnd {
+            outbox: to_router,
+            inbox: from_router,
+        },
+        RouterEnd {
+            inbox: router_inbox,
+            outbox: router_outbox,
+        },
+    )
+}
+
+impl ShardSet {
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(w * 64 + b)
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doorbell_rings_once_per_arming() {
+        let bell = Doorbell::new(-1);
+        assert!(!bell.ring(), "an unarmed bell must not ask for a wake-up");
+        bell.arm();
+        assert!(bell.ring());
+        assert!(!bell.ring(), "the first producer to ring takes the wake-up");
+        bell.arm();
+        bell.disarm();
+        assert!(!bell.ring());
+    }
+
+    #[test]
+    fn queues_carry_messages_in_order_and_are_bounded() {
+        let (mut shard, mut router) = link();
+        for id in 0..QUEUE_CAPACITY as u32 {
+            shard.outbox.push(ToRouter::Barrier { id }).unwrap();
+        }
+        assert!(shard.outbox.push(ToRouter::Barrier { id: 0 }).is_err());
+        for id in 0..QUEUE_CAPACITY as u32 {
+            match router.inbox.pop().unwrap() {
+                ToRouter::Barrier { id: got } => assert_eq!(got, id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(router.inbox.pop().is_err());
+    }
+}

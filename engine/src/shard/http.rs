@@ -1,0 +1,383 @@
+//! HTTP/1.1 on a shard: parsing requests out of received bytes (in place when a request
+//! arrives whole, from the connection's spill buffer when it arrives in pieces), routing
+//! them, reading publish bodies, and answering, with keep-alive between plain requests.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use switchboard_proto::http1::{self, BodyFraming, ChunkedDecoder, Request};
+use switchboard_proto::{envelope, topic};
+
+use super::conn::{BodyProgress, Phase, PublishBody, Rx, flag};
+use super::{Core, ws};
+use crate::config::MAX_HEADERS_LIMIT;
+use crate::pubsub::link::{ConnRef, ToRouter};
+
+impl Core {
+    /// Bytes for a connection reading HTTP requests.
+    pub(super) fn http_input(&mut self, slot: u32, data: &mut [u8]) {
+        let conn = self.conns.slot_mut(slot);
+        let spill = conn
+            .rx
+            .as_mut()
+            .map(|rx| std::mem::take(&mut rx.spill))
+            .unwrap_or_default();
+        if spill.is_empty() {
+            let used = self.http_pump(slot, data);
+            self.after_pump(slot, &mut data[used..]);
+        } else {
+            let mut buf = spill;
+            buf.extend_from_slice(data);
+            let used = self.http_pump(slot, &buf);
+            self.after_pump(slot, &mut buf[used..]);
+        }
+    }
+
+    /// Input that arrives while the connection waits for the router: kept, in order,
+    /// for when it reads again. Bounded: a client that pipelines more than a request's
+    /// worth while waiting is cut off.
+    pub(super) fn park_input(&mut self, slot: u32, data: &[u8]) {
+        let limit = self.settings.http.max_head_bytes + self.settings.max_publish_bytes;
+        let conn = self.conns.slot_mut(slot);
+        let rx = conn
+            .rx
+            .get_or_insert_with(|| Box::new(Rx::new(ws::idle_reader())));
+        if rx.spill.len() + data.len() > limit {
+            tracing::debug!(slot, "too much input while waiting for the router");
+            self.finalize(slot);
+            return;
+        }
+        rx.spill.extend_from_slice(data);
+    }
+
+    /// Resumes reading after the router answered: parked input is processed now.
+    pub(super) fn resume_input(&mut self, slot: u32) {
+        let conn = self.conns.slot_mut(slot);
+        let mut parked = conn
+            .rx
+            .as_mut()
+            .map(|rx| std::mem::take(&mut rx.spill))
+            .unwrap_or_default();
+        match conn.phase {
+            Phase::Http => {
+                let used = self.http_pump(slot, &parked);
+                self.after_pump(slot, &mut parked[used..]);
+            }
+            _ => self.after_pump(slot, &mut parked),
+        }
+    }
+
+    /// What follows the requests handled: frames if the connection was upgraded, a
+    /// partial request (kept in the spill buffer) if it still speaks HTTP.
+    fn after_pump(&mut self, slot: u32, rest: &mut [u8]) {
+        let conn = self.conns.slot_mut(slot);
+        if rest.is_empty() || conn.has(flag::FINAL) {
+            self.drop_idle_rx(slot);
+            return;
+        }
+        match conn.phase {
+            Phase::Ws | Phase::Echo => self.ws_input(slot, rest),
+            Phase::Http | Phase::Publishing | Phase::Subscribing => {
+                conn.rx
+                    .get_or_insert_with(|| Box::new(Rx::new(ws::idle_reader())))
+                    .spill = rest.to_vec();
+            }
+            Phase::Sse | Phase::Closing | Phase::Free => {}
+        }
+    }
+
+    /// Frees the connection's receive state when it holds nothing partial.
+    pub(super) fn drop_idle_rx(&mut self, slot: u32) {
+        let conn = self.conns.slot_mut(slot);
+        if conn.rx.as_ref().is_some_and(|rx| rx.is_idle()) {
+            conn.rx = None;
+        }
+    }
+
+    /// Handles complete requests from `input` while the connection keeps reading HTTP;
+    /// returns the bytes consumed (the rest is a partial request, or input for later).
+    fn http_pump(&mut self, slot: u32, input: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
+        loop {
+            let conn = self.conns.slot_mut(slot);
+            if conn.phase != Phase::Http {
+                return pos;
+            }
+            if conn.rx.as_ref().is_some_and(|rx| rx.body.is_some()) {
+                pos += self.body_input(slot, &input[pos..]);
+                continue;
+            }
+            if pos == input.len() {
+                return pos;
+            }
+            let limits = &self.settings.http;
+            let max_headers = limits.max_headers.min(MAX_HEADERS_LIMIT);
+            match http1::parse_request(&input[pos..], limits, &mut headers[..max_headers]) {
+                Ok(None) => return pos,
+                Err(e) => {
+                    tracing::debug!(slot, "bad request: {e}");
+                    self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
+                    self.respond_text(slot, e.status(), &e.to_string());
+                    return input.len();
+                }
+                Ok(Some(req)) => {
+                    pos += req.head_len;
+                    self.metrics.http_requests.fetch_add(1, Relaxed);
+                    let conn = self.conns.slot_mut(slot);
+                    if req.keep_alive {
+                        conn.clear(flag::HTTP_CLOSE);
+                    } else {
+                        conn.set(flag::HTTP_CLOSE);
+                    }
+                    let used = self.route(slot, &req, &input[pos..]);
+                    pos += used;
+                }
+            }
+        }
+    }
+
+    /// Answers one request; returns the body bytes it consumed.
+    fn route(&mut self, slot: u32, req: &Request<'_, '_>, body: &[u8]) -> usize {
+        let path = req.path;
+        if let Some(encoded_topic) = path.strip_prefix("/publish/") {
+            return self.publish_request(slot, req, encoded_topic, body);
+        }
+        if !matches!(req.body, BodyFraming::None | BodyFraming::Length(0)) {
+            // No other route takes a body; rather than skip one, answer and close.
+            self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
+            self.respond_text(slot, 400, "this resource takes no request body");
+            return 0;
+        }
+        match path {
+            "/healthz" => match req.method {
+                "GET" => self.respond(slot, 200, &[], Some("text/plain"), b"ok"),
+                "HEAD" => self.respond_head_only(slot, 200, "text/plain", 2),
+                _ => self.method_not_allowed(slot, "GET, HEAD"),
+            },
+            "/metrics" => match req.method {
+                "GET" => {
+                    let text = self.registry.render();
+                    self.respond(
+                        slot,
+                        200,
+                        &[],
+                        Some("text/plain; version=0.0.4"),
+                        text.as_bytes(),
+                    );
+                }
+                _ => self.method_not_allowed(slot, "GET"),
+            },
+            "/ws" => self.ws_upgrade(slot, req, false),
+            "/echo" if self.settings.echo => self.ws_upgrade(slot, req, true),
+            "/sse" => self.sse_request(slot, req),
+            _ => self.respond_text(slot, 404, "not found"),
+        }
+        0
+    }
+
+    fn publish_request(
+        &mut self,
+        slot: u32,
+        req: &Request<'_, '_>,
+        encoded_topic: &str,
+        body: &[u8],
+    ) -> usize {
+        if req.method != "POST" {
+            self.method_not_allowed(slot, "POST");
+            return self.skip_body(slot, req);
+        }
+        let topic = match http1::percent_decode(encoded_topic) {
+            Ok(t) => t,
+            Err(_) => {
+                self.respond_text(slot, 400, "topic: invalid percent-encoding");
+                return self.skip_body(slot, req);
+            }
+        };
+        if let Err(e) = topic::validate_topic(&topic) {
+            self.respond_text(slot, 400, &format!("topic: {e}"));
+            return self.skip_body(slot, req);
+        }
+        let max = self.settings.max_publish_bytes;
+        let progress = match req.body {
+            BodyFraming::None => BodyProgress::Length(0),
+            BodyFraming::Length(n) if n > max as u64 => {
+                self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
+                self.respond_text(slot, 413, &format!("publish body over {max} bytes"));
+                return body.len();
+            }
+            BodyFraming::Length(n) => BodyProgress::Length(n as usize),
+            BodyFraming::Chunked => BodyProgress::Chunked(ChunkedDecoder::default()),
+        };
+        if let BodyProgress::Length(n) = progress
+            && body.len() >= n
+        {
+            self.publish(slot, topic.into(), &body[..n]);
+            return n;
+        }
+        if req.expect_continue {
+            self.send(slot, Bytes::from_static(http1::CONTINUE_100));
+        }
+        let conn = self.conns.slot_mut(slot);
+        conn.rx
+            .get_or_insert_with(|| Box::new(Rx::new(ws::idle_reader())))
+            .body = Some(PublishBody {
+            topic: topic.into(),
+            progress,
+            data: Vec::new(),
+        });
+        self.body_input(slot, body)
+    }
+
+    /// The body of a request that was refused before it was read: skipped when its
+    /// length is known and already here, else the connection is closed after the answer.
+    fn skip_body(&mut self, slot: u32, req: &Request<'_, '_>) -> usize {
+        match req.body {
+            BodyFraming::None | BodyFraming::Length(0) => 0,
+            _ => {
+                self.close_after_flush(slot);
+                0
+            }
+        }
+    }
+
+    /// Feeds body bytes to the publish in progress; returns the bytes consumed.
+    fn body_input(&mut self, slot: u32, input: &[u8]) -> usize {
+        let max = self.settings.max_publish_bytes;
+        let conn = self.conns.slot_mut(slot);
+        let Some(rx) = conn.rx.as_mut() else { return 0 };
+        let Some(body) = rx.body.as_mut() else {
+            return 0;
+        };
+        let (used, done) = match &mut body.progress {
+            BodyProgress::Length(remaining) => {
+                let n = input.len().min(*remaining);
+                body.data.extend_from_slice(&input[..n]);
+                *remaining -= n;
+                (n, *remaining == 0)
+            }
+            BodyProgress::Chunked(decoder) => match decoder.decode(input, &mut body.data, max) {
+                Ok(d) => (d.consumed, d.done),
+                Err(e) => {
+                    rx.body = None;
+                    conn.set(flag::HTTP_CLOSE);
+                    self.respond_text(slot, e.status(), &e.to_string());
+                    return input.len();
+                }
+            },
+        };
+        if done {
+            let body = rx.body.take().expect("checked above");
+            self.publish(slot, body.topic, &body.data);
+        }
+        used
+    }
+
+    /// A complete publish: validated, handed to the router, answered when it returns.
+    fn publish(&mut self, slot: u32, topic: Box<str>, body: &[u8]) {
+        let data = match envelope::data_json(body) {
+            Ok(d) => Bytes::copy_from_slice(&d),
+            Err(e) => {
+                self.respond_text(slot, 400, &format!("publish body: {e}"));
+                return;
+            }
+        };
+        let conn = self.conns.slot_mut(slot);
+        let reply = ConnRef {
+            slot,
+            generation: conn.generation,
+        };
+        if !self.offer_router(ToRouter::Publish { topic, data, reply }) {
+            self.metrics.publish_rejected_busy.fetch_add(1, Relaxed);
+            self.respond(
+                slot,
+                503,
+                &[("Retry-After", "1")],
+                Some("text/plain"),
+                b"router busy, retry",
+            );
+            return;
+        }
+        self.metrics.publishes.fetch_add(1, Relaxed);
+        self.set_phase(slot, Phase::Publishing);
+    }
+
+    /// The router sequenced a publish: answer 202 and read the next request.
+    pub(super) fn published(&mut self, reply: ConnRef, topic: &str, seq: u64) {
+        let Some(conn) = self.conns.get(reply.slot, reply.generation) else {
+            return;
+        };
+        if conn.phase != Phase::Publishing {
+            return;
+        }
+        self.set_phase(reply.slot, Phase::Http);
+        let mut body = Vec::with_capacity(topic.len() + 32);
+        envelope::write_publish_ack(&mut body, topic, seq);
+        self.respond(reply.slot, 202, &[], Some("application/json"), &body);
+        self.resume_input(reply.slot);
+    }
+
+    pub(super) fn set_phase(&mut self, slot: u32, phase: Phase) {
+        let conn = self.conns.slot_mut(slot);
+        self.metrics.phase_change(conn.phase, phase);
+        conn.phase = phase;
+    }
+
+    // ---- responses ----------------------------------------------------------------
+
+    pub(super) fn respond(
+        &mut self,
+        slot: u32,
+        status: u16,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: &[u8],
+    ) {
+        let close = self.conns.slot_mut(slot).has(flag::HTTP_CLOSE);
+        let mut out = Vec::with_capacity(160 + body.len());
+        http1::write_response(&mut out, status, headers, content_type, body, close);
+        self.finish_response(slot, status, out, close);
+    }
+
+    fn respond_head_only(&mut self, slot: u32, status: u16, content_type: &str, len: usize) {
+        let close = self.conns.slot_mut(slot).has(flag::HTTP_CLOSE);
+        let mut out = Vec::with_capacity(160);
+        let body = vec![0u8; len];
+        http1::write_response(&mut out, status, &[], Some(content_type), &body, close);
+        out.truncate(out.len() - len);
+        self.finish_response(slot, status, out, close);
+    }
+
+    pub(super) fn respond_text(&mut self, slot: u32, status: u16, text: &str) {
+        let mut body = String::with_capacity(text.len() + 1);
+        body.push_str(text);
+        body.push('\n');
+        self.respond(
+            slot,
+            status,
+            &[],
+            Some("text/plain; charset=utf-8"),
+            body.as_bytes(),
+        );
+    }
+
+    pub(super) fn method_not_allowed(&mut self, slot: u32, allow: &str) {
+        self.respond(
+            slot,
+            405,
+            &[("Allow", allow)],
+            Some("text/plain"),
+            b"method not allowed\n",
+        );
+    }
+
+    fn finish_response(&mut self, slot: u32, status: u16, out: Vec<u8>, close: bool) {
+        self.metrics.response(status);
+        self.send(slot, Bytes::from(out));
+        if close {
+            self.close_after_flush(slot);
+        } else if self.conns.slot_mut(slot).phase == Phase::Http {
+            self.set_deadline(slot, self.settings.request_timeout);
+        }
+    }
+}

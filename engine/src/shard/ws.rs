@@ -1,0 +1,267 @@
+//! WebSocket connections on a shard: the upgrade, frames read in place from receive
+//! buffers (state boxed only while a frame or message is partial), the close handshake,
+//! the subscriber's JSON ops, and the conformance echo.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use switchboard_proto::control::{self, ClientOp};
+use switchboard_proto::http1::Request;
+use switchboard_proto::topic;
+use switchboard_proto::ws::{self, Event, Reader, Role, close, frame::Opcode, handshake};
+
+use super::conn::{Phase, Rx, flag};
+use super::subscribe::After;
+use super::{Core, ToRouter};
+use crate::config::{
+    ECHO_MAX_MESSAGE_BYTES, MAX_SUBSCRIPTIONS_PER_CONN, WS_MAX_CLIENT_MESSAGE_BYTES,
+};
+
+/// A reader for connections that are not (yet) WebSockets; it never sees a byte.
+pub(super) fn idle_reader() -> Reader {
+    Reader::new(Role::Server, 0)
+}
+
+/// Largest message a client may send on a WebSocket in `phase`.
+fn max_message_bytes(phase: Phase) -> u64 {
+    if phase == Phase::Echo {
+        ECHO_MAX_MESSAGE_BYTES
+    } else {
+        WS_MAX_CLIENT_MESSAGE_BYTES
+    }
+}
+
+/// What to do with the rest of the input after an event.
+enum Next {
+    Continue,
+    /// The connection is closing: discard what follows.
+    Stop,
+}
+
+impl Core {
+    pub(super) fn ws_upgrade(&mut self, slot: u32, req: &Request<'_, '_>, echo: bool) {
+        let accept = match handshake::server_handshake(req.method, req.minor_version, req.headers) {
+            Ok(accept) => accept,
+            Err(e) => {
+                let reason = format!("{}\n", e.reason());
+                match e.status() {
+                    405 => self.method_not_allowed(slot, "GET"),
+                    426 => self.respond(
+                        slot,
+                        426,
+                        &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+                        Some("text/plain"),
+                        reason.as_bytes(),
+                    ),
+                    status => self.respond(
+                        slot,
+                        status,
+                        &[("Sec-WebSocket-Version", "13")],
+                        Some("text/plain"),
+                        reason.as_bytes(),
+                    ),
+                }
+                return;
+            }
+        };
+        if echo {
+            self.ws_open(slot, &accept, Phase::Echo);
+            return;
+        }
+        match super::subscribe::query_patterns(req.query) {
+            Err(msg) => self.respond_text(slot, 400, &msg),
+            Ok(patterns) if patterns.is_empty() => self.ws_open(slot, &accept, Phase::Ws),
+            Ok(patterns) => {
+                self.set_phase(slot, Phase::Subscribing);
+                let refs: Vec<&str> = patterns.iter().map(|p| &**p).collect();
+                self.subscribe_then(slot, &refs, After::WsHandshake(accept));
+            }
+        }
+    }
+
+    /// Sends `101 Switching Protocols`; from now on the connection speaks frames.
+    pub(super) fn ws_open(&mut self, slot: u32, accept: &[u8; 28], phase: Phase) {
+        let mut out = Vec::with_capacity(160);
+        handshake::write_response(&mut out, accept, &[]);
+        self.metrics.response(101);
+        self.send(slot, Bytes::from(out));
+        self.set_phase(slot, phase);
+        let conn = self.conns.slot_mut(slot);
+        conn.deadline = 0;
+        conn.clear(flag::HTTP_CLOSE);
+        // Frames get a reader sized for `phase`; parked input (if any) stays for
+        // `resume_input`.
+        if let Some(rx) = conn.rx.as_mut() {
+            rx.ws = Reader::new(Role::Server, max_message_bytes(phase));
+        }
+    }
+
+    /// Frames from a WebSocket client, unmasked and parsed in place.
+    pub(super) fn ws_input(&mut self, slot: u32, data: &mut [u8]) {
+        let conn = self.conns.slot_mut(slot);
+        let echo = conn.phase == Phase::Echo;
+        let limit = max_message_bytes(conn.phase);
+        // Connections between messages have no boxed state: parse with a reader on the
+        // stack and box it only if this read ends inside a frame or message.
+        let mut boxed = conn.rx.take();
+        let mut local = None;
+        let rx = match boxed.as_deref_mut() {
+            Some(rx) => rx,
+            None => local.insert(Rx::new(Reader::new(Role::Server, limit))),
+        };
+        let mut pos = 0;
+        while pos < data.len() {
+            let (used, event) = match rx.ws.read(&mut data[pos..]) {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::debug!(slot, "websocket protocol error: {e}");
+                    self.ws_close(slot, e.close_code(), e.reason());
+                    return;
+                }
+            };
+            pos += used;
+            let Some(event) = event else {
+                if used == 0 {
+                    break;
+                }
+                continue;
+            };
+            let next = match event {
+                Event::Data {
+                    payload,
+                    text,
+                    first,
+                    fin,
+                } => {
+                    if first && fin {
+                        self.ws_message(slot, echo, text, payload)
+                    } else {
+                        rx.msg.extend_from_slice(payload);
+                        if fin {
+                            let msg = std::mem::take(&mut rx.msg);
+                            self.ws_message(slot, echo, text, &msg)
+                        } else {
+                            Next::Continue
+                        }
+                    }
+                }
+                Event::Ping(payload) => {
+                    let mut out = Vec::with_capacity(2 + payload.len());
+                    ws::frame::encode_frame(&mut out, Opcode::Pong, true, payload, None);
+                    self.send(slot, Bytes::from(out));
+                    Next::Continue
+                }
+                Event::Pong(_) => Next::Continue,
+                Event::Close { code, reason: _ } => {
+                    // Answer with the peer's code (or an empty close if it gave none),
+                    // then FIN after it: the server closes the TCP connection first.
+                    let mut out = Vec::with_capacity(4);
+                    close::encode_close_frame(&mut out, code, "", None);
+                    self.metrics.ws_close(code.unwrap_or(close::NORMAL));
+                    self.send(slot, Bytes::from(out));
+                    self.conns.slot_mut(slot).set(flag::WS_CLOSE_SENT);
+                    self.close_after_flush(slot);
+                    Next::Stop
+                }
+            };
+            if let Next::Stop = next {
+                return;
+            }
+        }
+        let partial = !rx.is_idle();
+        let conn = self.conns.slot_mut(slot);
+        if conn.is_live() && partial {
+            conn.rx = boxed.or_else(|| local.map(Box::new));
+        }
+    }
+
+    /// One complete message from the client.
+    fn ws_message(&mut self, slot: u32, echo: bool, text: bool, payload: &[u8]) -> Next {
+        self.metrics.ws_messages_in.fetch_add(1, Relaxed);
+        if echo {
+            let mut out = Vec::with_capacity(10 + payload.len());
+            let opcode = if text { Opcode::Text } else { Opcode::Binary };
+            ws::frame::encode_frame(&mut out, opcode, true, payload, None);
+            self.send(slot, Bytes::from(out));
+            return Next::Continue;
+        }
+        if !text {
+            self.ws_close(slot, close::UNSUPPORTED, "binary messages are not accepted");
+            return Next::Stop;
+        }
+        match control::parse_client_op(payload) {
+            Ok(ClientOp::Subscribe(patterns)) => self.ws_subscribe(slot, &patterns),
+            Ok(ClientOp::Unsubscribe(patterns)) => self.ws_unsubscribe(slot, &patterns),
+            Err(e) => {
+                let mut out = Vec::new();
+                control::write_error(&mut out, &e.to_string());
+                self.ws_text(slot, &out);
+            }
+        }
+        Next::Continue
+    }
+
+    fn ws_subscribe(&mut self, slot: u32, patterns: &[String]) {
+        let held = self.conns.slot_mut(slot).subs;
+        if usize::from(held) + patterns.len() > usize::from(MAX_SUBSCRIPTIONS_PER_CONN) {
+            let mut out = Vec::new();
+            control::write_error(
+                &mut out,
+                &format!("at most {MAX_SUBSCRIPTIONS_PER_CONN} subscriptions per connection"),
+            );
+            self.ws_text(slot, &out);
+            return;
+        }
+        let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        self.subscribe_then(slot, &refs, After::WsAck);
+    }
+
+    fn ws_unsubscribe(&mut self, slot: u32, patterns: &[String]) {
+        let mut removed = 0u16;
+        for p in patterns {
+            let Ok(pattern) = topic::parse_pattern(p) else {
+                continue;
+            };
+            let conn = self.conns.slot_mut(slot);
+            let (was, change) = self.topics.unsubscribe(pattern, &mut conn.sub_head);
+            if was {
+                removed += 1;
+            }
+            if let Some(c) = change {
+                self.tell_router(ToRouter::Interest {
+                    prefix: c.prefix,
+                    subtree: c.subtree,
+                    add: false,
+                });
+            }
+        }
+        let conn = self.conns.slot_mut(slot);
+        conn.subs -= removed;
+        self.metrics
+            .subscriptions
+            .fetch_sub(u64::from(removed), Relaxed);
+        self.metrics.topics.store(self.topics.len() as u64, Relaxed);
+        let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        control::write_unsubscribed(&mut out, &refs);
+        self.ws_text(slot, &out);
+    }
+
+    /// Sends one text message.
+    pub(super) fn ws_text(&mut self, slot: u32, text: &[u8]) {
+        let mut out = Vec::with_capacity(10 + text.len());
+        ws::frame::encode_frame(&mut out, Opcode::Text, true, text, None);
+        self.send(slot, Bytes::from(out));
+    }
+
+    /// Starts the close handshake from our side with `code`; input that follows is
+    /// discarded and the socket is closed once the frame is out and the peer is done.
+    pub(super) fn ws_close(&mut self, slot: u32, code: u16, reason: &str) {
+        let mut out = Vec::with_capacity(4 + reason.len());
+        close::encode_close_frame(&mut out, Some(code), reason, None);
+        self.metrics.ws_close(code);
+        self.send(slot, Bytes::from(out));
+        self.conns.slot_mut(slot).set(flag::WS_CLOSE_SENT);
+        self.close_after_flush(slot);
+    }
+}

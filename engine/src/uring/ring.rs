@@ -1,0 +1,403 @@
+//! One io_uring instance and the operations the engine submits to it.
+//!
+//! The ring owns every buffer the kernel may still read: a send's `Bytes` moves into the
+//! ring's in-flight table when the SQE is pushed and comes back in the [`Completion`], so
+//! no caller can drop or reuse memory the kernel is using. Entries that do not fit the
+//! submission queue wait in a FIFO (never on the stack) and are pushed, in order, before
+//! the next enter.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use bytes::Bytes;
+use io_uring::{IoUring, opcode, squeue, types};
+use slab::Slab;
+
+use super::token::{Kind, Token};
+
+/// Sizes of one ring.
+#[derive(Clone, Copy, Debug)]
+pub struct RingParams {
+    /// Submission queue entries (a power of two; the kernel rounds up).
+    pub sq_entries: u32,
+    /// Completion queue entries: large, so that a fan-out burst never overflows it.
+    pub cq_entries: u32,
+    /// Slots of the fixed-file table (0: no table). At most `RLIMIT_NOFILE`.
+    pub fixed_files: u32,
+}
+
+/// How completions are run, from best to plainest; see [`Ring::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskRun {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`: completion work runs only when this thread enters
+    /// the kernel to wait, never as an interrupt of its user-space work.
+    Deferred,
+    /// `SINGLE_ISSUER | COOP_TASKRUN`.
+    Cooperative,
+    /// No flags: what any kernel with io_uring accepts.
+    Plain,
+}
+
+impl fmt::Display for TaskRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskRun::Deferred => "SINGLE_ISSUER|DEFER_TASKRUN",
+            TaskRun::Cooperative => "SINGLE_ISSUER|COOP_TASKRUN",
+            TaskRun::Plain => "no setup flags",
+        })
+    }
+}
+
+/// One completion, decoded. `sent` gives back the buffer of a send.
+#[derive(Debug)]
+pub struct Completion {
+    pub token: Token,
+    pub result: i32,
+    pub flags: u32,
+    pub sent: Option<Bytes>,
+}
+
+impl Completion {
+    /// The provided buffer a recv completion filled, if any.
+    pub fn buffer_id(&self) -> Option<u16> {
+        io_uring::cqueue::buffer_select(self.flags)
+    }
+
+    /// Whether a multishot operation stays armed after this completion.
+    pub fn more(&self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+}
+
+/// A send the kernel has not completed yet: the bytes it reads and who asked.
+struct InflightSend {
+    buf: Bytes,
+    token: Token,
+}
+
+pub struct Ring {
+    uring: IoUring,
+    task_run: TaskRun,
+    /// Entries that did not fit the submission queue, in submission order.
+    backlog: VecDeque<squeue::Entry>,
+    /// Buffers of sends in flight, keyed by the slot number carried in their `user_data`.
+    sends: Slab<InflightSend>,
+    /// The tick interval; boxed so its address is stable while a timeout SQE points at it.
+    tick: Box<types::Timespec>,
+}
+
+/// Linux's `IORING_ENTER_GETEVENTS`: also run pending completion work and reap.
+const ENTER_GETEVENTS: u32 = 1;
+
+impl Ring {
+    /// Creates a ring with the best task-run mode this kernel accepts, falling back one
+    /// step at a time on `EINVAL`, and registers a sparse fixed-file table.
+    pub fn new(params: RingParams) -> io::Result<Ring> {
+        let mut last_err = None;
+        for task_run in [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Plain] {
+            let mut builder = IoUring::builder();
+            builder.setup_cqsize(params.cq_entries).setup_submit_all();
+            match task_run {
+                TaskRun::Deferred => {
+                    builder.setup_single_issuer().setup_defer_taskrun();
+                }
+                TaskRun::Cooperative => {
+                    builder.setup_single_issuer().setup_coop_taskrun();
+                }
+                TaskRun::Plain => {}
+            }
+            match builder.build(params.sq_entries) {
+                Ok(uring) => {
+                    if task_run != TaskRun::Deferred {
+                        tracing::warn!(
+                            "io_uring: this kernel refused DEFER_TASKRUN ({}); using {task_run}",
+                            last_err
+                                .as_ref()
+                                .map_or(String::new(), |e: &io::Error| e.to_string())
+                        );
+                    }
+                    if params.fixed_files > 0 {
+                        uring
+                            .submitter()
+                            .register_files_sparse(params.fixed_files)
+                            .map_err(|e| fixed_files_error(e, params.fixed_files))?;
+                    }
+                    return Ok(Ring {
+                        uring,
+                        task_run,
+                        backlog: VecDeque::new(),
+                        sends: Slab::new(),
+                        tick: Box::new(types::Timespec::new()),
+                    });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
+                Err(e) => return Err(setup_error(e)),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
+    }
+
+    pub fn task_run(&self) -> TaskRun {
+        self.task_run
+    }
+
+    /// The ring's descriptor, the address other rings post wake-ups to.
+    pub fn fd(&self) -> RawFd {
+        self.uring.as_raw_fd()
+    }
+
+    /// Opcodes this kernel supports, for [`super::probe`].
+    pub(super) fn probe(&self) -> io::Result<io_uring::Probe> {
+        let mut probe = io_uring::Probe::new();
+        self.uring.submitter().register_probe(&mut probe)?;
+        Ok(probe)
+    }
+
+    pub(super) fn submitter(&self) -> io_uring::Submitter<'_> {
+        self.uring.submitter()
+    }
+
+    /// Sends in flight (each holds one reference to its buffer).
+    pub fn sends_in_flight(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// Multishot accept on `listener`: each new connection goes straight into a free slot of
+    /// the fixed-file table (no process descriptor); the completion's result is that slot.
+    pub fn accept_multishot(&mut self, listener: RawFd) {
+        let entry = opcode::AcceptMulti::new(types::Fd(listener))
+            .allocate_file_index(true)
+            .build()
+            .user_data(Token::ring(Kind::Accept).encode());
+        self.push(entry);
+    }
+
+    /// Multishot recv on a fixed file, each completion filling one buffer of `group`.
+    pub fn recv_multishot(&mut self, token: Token, group: u16) {
+        let entry = opcode::RecvMulti::new(types::Fixed(token.slot), group)
+            .build()
+            .user_data(token.encode());
+        self.push(entry);
+    }
+
+    /// Sends `buf` on the fixed file `token.slot`. The ring keeps `buf` until the
+    /// completion, which hands it back (a partial send is continued by sending a slice of
+    /// it). `MSG_WAITALL` makes the kernel finish a partial send itself; `MSG_NOSIGNAL`
+    /// turns a dead peer into `EPIPE` rather than `SIGPIPE`.
+    pub fn send(&mut self, token: Token, buf: Bytes) {
+        debug_assert!(!buf.is_empty(), "empty send");
+        let (ptr, len) = (buf.as_ptr(), buf.len().min(u32::MAX as usize) as u32);
+        let key = self.sends.insert(InflightSend { buf, token });
+        let entry = opcode::Send::new(types::Fixed(token.slot), ptr, len)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+            .build()
+            .user_data(Token::new(Kind::Send, 0, key as u32).encode());
+        self.push(entry);
+    }
+
+    /// `shutdown(SHUT_WR)`: our FIN goes out after everything queued; reads continue.
+    /// Only a failure completes.
+    pub fn shutdown_write(&mut self, token: Token) {
+        let entry = opcode::Shutdown::new(types::Fixed(token.slot), libc::SHUT_WR)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(
+                Token {
+                    kind: Kind::Shutdown,
+                    ..token
+                }
+                .encode(),
+            );
+        self.push(entry);
+    }
+
+    /// Cancels every operation pending on the fixed file `token.slot`; each cancelled one
+    /// completes with `-ECANCELED`. Only a failure of the cancel itself completes here.
+    pub fn cancel_all(&mut self, token: Token) {
+        let entry =
+            opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(token.slot)).all())
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(
+                    Token {
+                        kind: Kind::Cancel,
+                        ..token
+                    }
+                    .encode(),
+                );
+        self.push(entry);
+    }
+
+    /// Closes the fixed file `token.slot`, freeing the slot for a later accept. Only a
+    /// failure completes.
+    pub fn close(&mut self, token: Token) {
+        let entry = opcode::Close::new(types::Fixed(token.slot))
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(
+                Token {
+                    kind: Kind::Close,
+                    ..token
+                }
+                .encode(),
+            );
+        self.push(entry);
+    }
+
+    /// A one-shot timeout that completes (with `-ETIME`) after `interval`; re-armed by the
+    /// caller on each completion.
+    pub fn tick(&mut self, interval: Duration) {
+        *self.tick = types::Timespec::from(interval);
+        let entry = opcode::Timeout::new(&*self.tick as *const types::Timespec)
+            .build()
+            .user_data(Token::ring(Kind::Tick).encode());
+        self.push(entry);
+    }
+
+    /// Posts a completion with `user_data = Token::ring(Kind::Wake)` into the ring `target`
+    /// (`IORING_OP_MSG_RING`), waking its thread if it waits. Only a failure completes here.
+    pub fn wake(&mut self, target: RawFd) {
+        let entry =
+            opcode::MsgRingData::new(types::Fd(target), 0, Token::ring(Kind::Wake).encode(), None)
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(Token::ring(Kind::WakeSent).encode());
+        self.push(entry);
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(entry);
+            return;
+        }
+        if self.try_push(&entry) {
+            return;
+        }
+        // The queue is full: hand it to the kernel and try once more, else wait in line.
+        if let Err(e) = self.uring.submit() {
+            tracing::debug!("io_uring submit while the queue was full: {e}");
+        }
+        if !self.try_push(&entry) {
+            self.backlog.push_back(entry);
+        }
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every pointer an entry carries outlives its completion: a send's buffer
+        // is owned by `self.sends` until `reap` sees its completion; the tick's timespec is
+        // boxed in `self` and only rewritten by `tick`, which the caller issues again only
+        // after the previous timeout completed; the other operations carry no pointers.
+        unsafe { self.uring.submission().push(entry).is_ok() }
+    }
+
+    /// Moves waiting entries into the submission queue, submitting once if it fills; what
+    /// still does not fit waits for the next enter.
+    fn flush_backlog(&mut self) {
+        let mut submitted = false;
+        while let Some(entry) = self.backlog.pop_front() {
+            if self.try_push(&entry) {
+                continue;
+            }
+            self.backlog.push_front(entry);
+            if submitted {
+                return;
+            }
+            if let Err(e) = self.uring.submit() {
+                tracing::debug!("io_uring submit while draining the backlog: {e}");
+            }
+            submitted = true;
+        }
+    }
+
+    /// Submits what is queued and runs the kernel's pending completion work; with `wait`,
+    /// blocks until at least one completion is ready. An interrupted or CQ-overflowed enter
+    /// is not an error: the caller reaps and comes back.
+    pub fn enter(&mut self, wait: bool) -> io::Result<()> {
+        self.flush_backlog();
+        let to_submit = self.uring.submission().len() as u32;
+        let min_complete = u32::from(wait && self.backlog.is_empty());
+        // SAFETY: `enter` with no extended argument; the entries it submits were checked by
+        // `try_push`.
+        let res = unsafe {
+            self.uring.submitter().enter::<libc::sigset_t>(
+                to_submit,
+                min_complete,
+                ENTER_GETEVENTS,
+                None,
+            )
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every ready completion into `out`, decoded; completions are handled by the
+    /// caller afterwards, never inside the reap.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        for cqe in self.uring.completion() {
+            let Some(token) = Token::decode(cqe.user_data()) else {
+                tracing::error!(
+                    "io_uring: completion with foreign user_data {:#x}",
+                    cqe.user_data()
+                );
+                continue;
+            };
+            let (token, sent) = if token.kind == Kind::Send {
+                match self.sends.try_remove(token.slot as usize) {
+                    Some(send) => (send.token, Some(send.buf)),
+                    None => {
+                        tracing::error!("io_uring: send completion for unknown key {}", token.slot);
+                        continue;
+                    }
+                }
+            } else {
+                (token, None)
+            };
+            out.push(Completion {
+                token,
+                result: cqe.result(),
+                flags: cqe.flags(),
+                sent,
+            });
+        }
+    }
+}
+
+fn fixed_files_error(e: io::Error, n: u32) -> io::Error {
+    if e.raw_os_error() == Some(libc::EMFILE) {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot register a fixed-file table of {n} slots: it may not exceed RLIMIT_NOFILE \
+                 (raise `ulimit -n`, or lower --max-conns and add shards)"
+            ),
+        )
+    } else {
+        io::Error::new(
+            e.kind(),
+            format!("cannot register a fixed-file table of {n} slots: {e}"),
+        )
+    }
+}
+
+fn setup_error(e: io::Error) -> io::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "this kernel has no io_uring",
+        Some(libc::EPERM) => "io_uring is disabled here (see /proc/sys/kernel/io_uring_disabled)",
+        Some(libc::ENOMEM) => "not enough locked memory for the ring (see `ulimit -l`)",
+        _ => "io_uring setup failed",
+    };
+    io::Error::new(e.kind(), format!("{hint}: {e}"))
+}
