@@ -104,12 +104,13 @@ impl Core {
             if conn.phase != Phase::Http {
                 return pos;
             }
-            if conn.rx.as_ref().is_some_and(|rx| rx.body.is_some()) {
-                pos += self.body_input(slot, &input[pos..]);
-                continue;
-            }
             if pos == input.len() {
                 return pos;
+            }
+            if conn.rx.as_ref().is_some_and(|rx| rx.body.is_some()) {
+                // Consumes at least one byte, or finishes (or fails) the body.
+                pos += self.body_input(slot, &input[pos..]);
+                continue;
             }
             let limits = &self.settings.http;
             let max_headers = limits.max_headers.min(MAX_HEADERS_LIMIT);
