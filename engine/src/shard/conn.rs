@@ -53,21 +53,28 @@ impl Phase {
 /// `Conn::flags` bits.
 pub mod flag {
     /// The multishot recv is armed (a final completion is still to come).
-    pub const RECV_ARMED: u8 = 1 << 0;
+    pub const RECV_ARMED: u16 = 1 << 0;
     /// A send is in flight.
-    pub const SENDING: u8 = 1 << 1;
+    pub const SENDING: u16 = 1 << 1;
+    /// A `shutdown` is in flight.
+    pub const SHUTTING: u16 = 1 << 2;
+    /// A cancel of everything on the socket is in flight.
+    pub const CANCELLING: u16 = 1 << 3;
     /// Once the send queue drains: `shutdown(SHUT_WR)` and linger.
-    pub const CLOSE_AFTER_FLUSH: u8 = 1 << 2;
+    pub const CLOSE_AFTER_FLUSH: u16 = 1 << 4;
     /// Our FIN is out; waiting for the peer's EOF or the linger deadline.
-    pub const SHUT: u8 = 1 << 3;
+    pub const SHUT: u16 = 1 << 5;
     /// Final: everything pending was cancelled; the slot is freed once ops complete.
-    pub const FINAL: u8 = 1 << 4;
+    pub const FINAL: u16 = 1 << 6;
     /// The peer sent EOF: nothing more will be read.
-    pub const PEER_EOF: u8 = 1 << 5;
+    pub const PEER_EOF: u16 = 1 << 7;
     /// Our WebSocket close frame is queued: send nothing after it.
-    pub const WS_CLOSE_SENT: u8 = 1 << 6;
+    pub const WS_CLOSE_SENT: u16 = 1 << 8;
     /// The current HTTP request asked to close after its response.
-    pub const HTTP_CLOSE: u8 = 1 << 7;
+    pub const HTTP_CLOSE: u16 = 1 << 9;
+    /// Operations the kernel still holds that name the connection's fixed-file slot:
+    /// the slot is closed (and may be reused) only when none is left.
+    pub const IN_KERNEL: u16 = RECV_ARMED | SENDING | SHUTTING | CANCELLING;
 }
 
 /// One connection. Everything it owns beyond these bytes is allocated only while needed:
@@ -77,7 +84,7 @@ pub mod flag {
 pub struct Conn {
     pub generation: u32,
     pub phase: Phase,
-    pub flags: u8,
+    pub flags: u16,
     /// Number of subscriptions.
     pub subs: u16,
     /// Wheel tick at which this connection's single timer fires (0: none).
@@ -121,15 +128,15 @@ impl Conn {
         }
     }
 
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
-    pub fn set(&mut self, f: u8) {
+    pub fn set(&mut self, f: u16) {
         self.flags |= f;
     }
 
-    pub fn clear(&mut self, f: u8) {
+    pub fn clear(&mut self, f: u16) {
         self.flags &= !f;
     }
 

@@ -210,8 +210,9 @@ impl Core {
             Kind::Send => self.on_send(c),
             Kind::Tick => self.on_tick(),
             Kind::Wake => {}
+            Kind::Shutdown | Kind::Cancel => self.on_slot_op_done(&c),
             // These complete only on failure (SKIP_SUCCESS).
-            Kind::Shutdown | Kind::Cancel | Kind::Close | Kind::WakeSent => {
+            Kind::Close | Kind::WakeSent => {
                 if c.result != -libc::ENOENT
                     && c.result != -libc::ENOTCONN
                     && c.result != -libc::EALREADY
@@ -227,6 +228,31 @@ impl Core {
             Kind::Recv => {
                 unreachable!("recv completions carry buffers and are dispatched by Shard")
             }
+        }
+    }
+
+    /// A shutdown or cancel finished: the kernel no longer refers to the slot for it.
+    fn on_slot_op_done(&mut self, c: &Completion) {
+        let slot = c.token.slot;
+        let Some(conn) = self.conns.get(slot, c.token.generation) else {
+            tracing::error!("{:?} completion for a freed slot {slot}", c.token.kind);
+            return;
+        };
+        conn.clear(if c.token.kind == Kind::Shutdown {
+            flag::SHUTTING
+        } else {
+            flag::CANCELLING
+        });
+        if c.result < 0 && ![libc::ENOENT, libc::ENOTCONN, libc::EALREADY].contains(&-c.result) {
+            tracing::debug!(
+                slot,
+                "{:?}: {}",
+                c.token.kind,
+                io::Error::from_raw_os_error(-c.result)
+            );
+        }
+        if conn.has(flag::FINAL) {
+            self.try_release(slot);
         }
     }
 
@@ -461,7 +487,7 @@ impl Core {
             self.finalize(slot);
             return;
         }
-        conn.set(flag::SHUT);
+        conn.set(flag::SHUT | flag::SHUTTING);
         let token = conn.token(Kind::Shutdown, slot);
         self.ring.shutdown_write(token);
         self.set_deadline(slot, LINGER);
@@ -484,18 +510,20 @@ impl Core {
                 .send_queue_buffers
                 .store(self.sendq.len() as u64, Relaxed);
         }
-        if conn.has(flag::RECV_ARMED) || conn.has(flag::SENDING) {
+        if conn.has(flag::RECV_ARMED | flag::SENDING) {
+            conn.set(flag::CANCELLING);
             let token = conn.token(Kind::Cancel, slot);
             self.ring.cancel_all(token);
         }
         self.try_release(slot);
     }
 
-    /// Frees a final connection's slot once the kernel holds nothing of it. The close is
-    /// submitted now; the kernel can hand the slot to a new connection only after it runs.
+    /// Frees a final connection's slot once no operation that names it is left in the
+    /// kernel. The close is submitted now; the kernel can hand the slot to a new
+    /// connection only after it runs, and nothing older can look the slot up after that.
     fn try_release(&mut self, slot: u32) {
         let conn = self.conns.slot_mut(slot);
-        if conn.has(flag::RECV_ARMED) || conn.has(flag::SENDING) {
+        if conn.has(flag::IN_KERNEL) {
             return;
         }
         let token = conn.token(Kind::Close, slot);

@@ -199,11 +199,11 @@ impl Ring {
     }
 
     /// `shutdown(SHUT_WR)`: our FIN goes out after everything queued; reads continue.
-    /// Only a failure completes.
+    /// Always completes: the kernel runs it on a worker thread, which looks the fixed file
+    /// up only then, so the slot must not be closed (and reused) before this completes.
     pub fn shutdown_write(&mut self, token: Token) {
         let entry = opcode::Shutdown::new(types::Fixed(token.slot), libc::SHUT_WR)
             .build()
-            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(
                 Token {
                     kind: Kind::Shutdown,
@@ -215,12 +215,12 @@ impl Ring {
     }
 
     /// Cancels every operation pending on the fixed file `token.slot`; each cancelled one
-    /// completes with `-ECANCELED`. Only a failure of the cancel itself completes here.
+    /// completes with `-ECANCELED`, and so does this (with the count, or `-ENOENT`). The
+    /// slot must not be closed before this completes either.
     pub fn cancel_all(&mut self, token: Token) {
         let entry =
             opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(token.slot)).all())
                 .build()
-                .flags(squeue::Flags::SKIP_SUCCESS)
                 .user_data(
                     Token {
                         kind: Kind::Cancel,
@@ -232,7 +232,9 @@ impl Ring {
     }
 
     /// Closes the fixed file `token.slot`, freeing the slot for a later accept. Only a
-    /// failure completes.
+    /// failure completes. The caller must have seen the completion of every other
+    /// operation on the slot: after this runs, the kernel may give the slot to a new
+    /// connection, and a late lookup by an older operation would find that one.
     pub fn close(&mut self, token: Token) {
         let entry = opcode::Close::new(types::Fixed(token.slot))
             .build()
