@@ -10,6 +10,8 @@
 #   4. cargo test --workspace --release
 #   5. Autobahn|Testsuite conformance of target/release/switchboard
 #      (conformance/install.sh first if the suite is not installed; root needed then)
+#   6. the codecs' fuzz targets, FUZZ_SECONDS each (default 15; cargo-fuzz is
+#      installed if missing)
 #
 # Why `cargo test --release`: the end-to-end tests (tests/) start the real binaries, and
 # in release they start exactly the binaries step 3 built and step 5 checks (the e2e
@@ -52,22 +54,22 @@ step() {
   echo "==> [$STEP] $2"
 }
 
-step "1/5 fmt" "cargo fmt --all -- --check"
+step "1/6 fmt" "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-step "2/5 clippy" "cargo clippy --workspace --all-targets -- -D warnings"
+step "2/6 clippy" "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "3/5 build" "cargo build --release --workspace --bins"
+step "3/6 build" "cargo build --release --workspace --bins"
 cargo build --release --workspace --bins
 
-step "4/5 test" "cargo test --workspace --release"
+step "4/6 test" "cargo test --workspace --release"
 cargo test --workspace --release
 
 if [ "${SKIP_CONFORMANCE:-0}" = 1 ]; then
-  step "5/5 conformance" "skipped (SKIP_CONFORMANCE=1)"
+  step "5/6 conformance" "skipped (SKIP_CONFORMANCE=1)"
 else
-  step "5/5 conformance" "conformance/autobahn.sh ${AUTOBAHN_ARGS:-}"
+  step "5/6 conformance" "conformance/autobahn.sh ${AUTOBAHN_ARGS:-}"
   if [ ! -x "$AUTOBAHN_HOME/env/py2/bin/wstest" ]; then
     echo "    Autobahn|Testsuite missing in $AUTOBAHN_HOME: running conformance/install.sh"
     conformance/install.sh
@@ -78,3 +80,6 @@ else
   # shellcheck disable=SC2086 # AUTOBAHN_ARGS is a list of options
   SWITCHBOARD_BIN="$target_dir/release/switchboard" conformance/autobahn.sh ${AUTOBAHN_ARGS:-}
 fi
+
+step "6/6 fuzz" "scripts/fuzz.sh ${FUZZ_SECONDS:-15}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-15}"

@@ -21,15 +21,65 @@ pub enum EnvelopeError {
 ///
 /// UTF-8 is checked first: a body such as `"\xff"` is not accepted as JSON even
 /// though its quotes and escapes are well formed. serde_json's nesting limit
-/// (128) applies, so a valid but deeper value is carried as a string.
+/// (128) applies, so a valid but deeper value is carried as a string. So is a body
+/// with a number no `f64` holds (`1e999`): the grammar allows it, but strict parsers
+/// (serde_json's `Value`, many others) refuse the whole document, and every
+/// subscriber must be able to read every envelope.
 pub fn data_json(body: &[u8]) -> Result<Cow<'_, [u8]>, EnvelopeError> {
     let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
-    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+    if serde_json::from_str::<Portable>(text).is_ok() {
         return Ok(Cow::Borrowed(trim_json_whitespace(body)));
     }
     let mut out = Vec::with_capacity(body.len().saturating_add(2));
     write_json_string(&mut out, text);
     Ok(Cow::Owned(out))
+}
+
+/// Validates a JSON document as strict parsers read it, without building it: every
+/// value goes through `deserialize_any`, so numbers are parsed (and range-checked)
+/// rather than skipped as `IgnoredAny` does.
+struct Portable;
+
+impl<'de> serde::Deserialize<'de> for Portable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PortableVisitor)
+    }
+}
+
+struct PortableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PortableVisitor {
+    type Value = Portable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Portable, E> {
+        Ok(Portable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Portable, E> {
+        Ok(Portable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Portable, E> {
+        Ok(Portable)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Portable, E> {
+        if v.is_finite() { Ok(Portable) } else { Err(E::custom("number out of range")) }
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Portable, E> {
+        Ok(Portable)
+    }
+    fn visit_unit<E>(self) -> Result<Portable, E> {
+        Ok(Portable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Portable, A::Error> {
+        while seq.next_element::<Portable>()?.is_some() {}
+        Ok(Portable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Portable, A::Error> {
+        while map.next_entry::<Portable, Portable>()?.is_some() {}
+        Ok(Portable)
+    }
 }
 
 fn is_json_whitespace(b: &u8) -> bool {
@@ -235,6 +285,11 @@ mod tests {
             (b"[1,]", br#""[1,]""#, false),
             (b"\"unterminated", br#""\"unterminated""#, false),
             ("línea\n2".as_bytes(), r#""línea\n2""#.as_bytes(), false),
+            // Grammatical JSON that strict parsers refuse (found by the envelope fuzzer).
+            (b"3E444444443", br#""3E444444443""#, false),
+            (br#"{"x":[1e999]}"#, br#""{\"x\":[1e999]}""#, false),
+            (b"1e308", b"1e308", true),
+            (b"123456789012345678901234567890", b"123456789012345678901234567890", true),
         ];
         for &(body, want, borrowed) in cases {
             let got = data_json(body).unwrap();
