@@ -14,6 +14,8 @@ pub const WS_MAX_CLIENT_MESSAGE_BYTES: u64 = 64 * 1024;
 pub const MAX_SUBSCRIPTIONS_PER_CONN: u16 = 256;
 /// How long a closing connection waits for the peer's EOF after our FIN.
 pub const LINGER: Duration = Duration::from_secs(2);
+/// Input a connection may park while it waits for the router before its recv is paused.
+pub const PARK_PAUSE_BYTES: usize = 64 * 1024;
 /// Upper bound of `--max-headers` (the parser's header array lives on the stack).
 pub const MAX_HEADERS_LIMIT: usize = 256;
 /// The timer wheel's resolution.

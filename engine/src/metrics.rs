@@ -35,6 +35,7 @@ pub struct ShardMetrics {
     pub publish_rejected_busy: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
     pub recv_buffer_starved: AtomicU64,
+    pub read_pauses: AtomicU64,
     pub subscriptions: AtomicU64,
     pub topics: AtomicU64,
     pub send_queue_buffers: AtomicU64,
@@ -94,7 +95,7 @@ impl Registry {
                 );
             }
         }
-        let per_shard: [Family; 15] = [
+        let per_shard: [Family; 16] = [
             (
                 "switchboard_accepted_total",
                 "counter",
@@ -148,6 +149,12 @@ impl Registry {
                 "counter",
                 "Receives that found the provided-buffer ring empty.",
                 |m| &m.recv_buffer_starved,
+            ),
+            (
+                "switchboard_read_pauses_total",
+                "counter",
+                "Times a connection stopped being read: it had parked 64 KiB while waiting for the router.",
+                |m| &m.read_pauses,
             ),
             (
                 "switchboard_bytes_sent_total",

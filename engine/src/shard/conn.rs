@@ -72,6 +72,12 @@ pub mod flag {
     pub const WS_CLOSE_SENT: u16 = 1 << 8;
     /// The current HTTP request asked to close after its response.
     pub const HTTP_CLOSE: u16 = 1 << 9;
+    /// A WebSocket op waits for the router: further input is parked, so ops are applied
+    /// and answered in order.
+    pub const OP_PENDING: u16 = 1 << 10;
+    /// Too much input is parked: the recv was cancelled and is re-armed once it drains,
+    /// leaving the client to TCP flow control.
+    pub const READ_PAUSED: u16 = 1 << 11;
     /// Operations the kernel still holds that name the connection's fixed-file slot:
     /// the slot is closed (and may be reused) only when none is left.
     pub const IN_KERNEL: u16 = RECV_ARMED | SENDING | SHUTTING | CANCELLING;

@@ -10,8 +10,9 @@ use switchboard_proto::{envelope, topic};
 
 use super::conn::{BodyProgress, Phase, PublishBody, Rx, flag};
 use super::{Core, ws};
-use crate::config::MAX_HEADERS_LIMIT;
+use crate::config::{MAX_HEADERS_LIMIT, PARK_PAUSE_BYTES};
 use crate::pubsub::link::{ConnRef, ToRouter};
+use crate::uring::Kind;
 
 impl Core {
     /// Bytes for a connection reading HTTP requests.
@@ -33,26 +34,45 @@ impl Core {
         }
     }
 
-    /// Input that arrives while the connection waits for the router: kept, in order,
-    /// for when it reads again. Bounded: a client that pipelines more than a request's
-    /// worth while waiting is cut off.
+    /// Input that arrives while the connection waits for the router: kept, in order, for
+    /// when it reads again. Past `PARK_PAUSE_BYTES` the recv is cancelled, so a client
+    /// that pipelines more meets TCP flow control instead of engine memory.
     pub(super) fn park_input(&mut self, slot: u32, data: &[u8]) {
-        let limit = self.settings.http.max_head_bytes + self.settings.max_publish_bytes;
+        let limit =
+            PARK_PAUSE_BYTES + self.settings.http.max_head_bytes + self.settings.max_publish_bytes;
         let conn = self.conns.slot_mut(slot);
         let rx = conn
             .rx
             .get_or_insert_with(|| Box::new(Rx::new(ws::idle_reader())));
         if rx.spill.len() + data.len() > limit {
+            // Only reachable if the kernel keeps delivering long after the cancel.
             tracing::debug!(slot, "too much input while waiting for the router");
             self.finalize(slot);
             return;
         }
         rx.spill.extend_from_slice(data);
+        self.pause_reading_if_full(slot);
     }
 
-    /// Resumes reading after the router answered: parked input is processed now.
+    /// Stops reading a connection whose parked input reached `PARK_PAUSE_BYTES`.
+    pub(super) fn pause_reading_if_full(&mut self, slot: u32) {
+        let conn = self.conns.slot_mut(slot);
+        let parked = conn.rx.as_ref().map_or(0, |rx| rx.spill.len());
+        if parked >= PARK_PAUSE_BYTES && !conn.has(flag::READ_PAUSED) {
+            conn.set(flag::READ_PAUSED);
+            self.metrics.read_pauses.fetch_add(1, Relaxed);
+            if conn.has(flag::RECV_ARMED) {
+                let recv = conn.token(Kind::Recv, slot);
+                self.ring.cancel_recv(recv);
+            }
+        }
+    }
+
+    /// Resumes reading after the router answered: parked input is processed now, and a
+    /// paused recv is armed again once little enough is left parked.
     pub(super) fn resume_input(&mut self, slot: u32) {
         let conn = self.conns.slot_mut(slot);
+        let generation = conn.generation;
         let mut parked = conn
             .rx
             .as_mut()
@@ -65,6 +85,18 @@ impl Core {
             }
             _ => self.after_pump(slot, &mut parked),
         }
+        let Some(conn) = self.conns.get(slot, generation) else {
+            return;
+        };
+        let parked = conn.rx.as_ref().map_or(0, |rx| rx.spill.len());
+        if conn.has(flag::READ_PAUSED) && !conn.has(flag::FINAL) && parked < PARK_PAUSE_BYTES {
+            conn.clear(flag::READ_PAUSED);
+            if !conn.has(flag::RECV_ARMED | flag::PEER_EOF) {
+                conn.set(flag::RECV_ARMED);
+                let recv = conn.token(Kind::Recv, slot);
+                self.ring.recv_multishot(recv, super::RECV_GROUP);
+            }
+        }
     }
 
     /// What follows the requests handled: frames if the connection was upgraded, a
@@ -76,6 +108,7 @@ impl Core {
             return;
         }
         match conn.phase {
+            Phase::Ws | Phase::Echo if conn.has(flag::OP_PENDING) => self.park_input(slot, rest),
             Phase::Ws | Phase::Echo => self.ws_input(slot, rest),
             Phase::Http | Phase::Publishing | Phase::Subscribing => {
                 conn.rx
@@ -145,9 +178,16 @@ impl Core {
             return self.publish_request(slot, req, encoded_topic, body);
         }
         if !matches!(req.body, BodyFraming::None | BodyFraming::Length(0)) {
-            // No other route takes a body; rather than skip one, answer and close.
+            // No other route takes a body; rather than read one to skip it, answer and
+            // close.
             self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
-            self.respond_text(slot, 400, "this resource takes no request body");
+            let known = matches!(path, "/healthz" | "/metrics" | "/ws" | "/sse")
+                || (path == "/echo" && self.settings.echo);
+            if known {
+                self.respond_text(slot, 400, "this resource takes no request body");
+            } else {
+                self.respond_text(slot, 404, "not found");
+            }
             return 0;
         }
         match path {

@@ -212,7 +212,7 @@ impl Core {
             Kind::Wake => {}
             Kind::Shutdown | Kind::Cancel => self.on_slot_op_done(&c),
             // These complete only on failure (SKIP_SUCCESS).
-            Kind::Close | Kind::WakeSent => {
+            Kind::Close | Kind::WakeSent | Kind::CancelRecv => {
                 if c.result != -libc::ENOENT
                     && c.result != -libc::ENOTCONN
                     && c.result != -libc::EALREADY
@@ -343,17 +343,24 @@ impl Core {
         };
         if conn.has(flag::FINAL) {
             self.try_release(slot);
-        } else if !more && result > 0 && !conn.has(flag::RECV_ARMED) {
-            // The kernel ended the multishot (e.g. CQ pressure): arm it again.
+        } else if !more
+            && (result > 0 || result == -libc::ECANCELED)
+            && !conn.has(flag::RECV_ARMED | flag::READ_PAUSED | flag::PEER_EOF)
+        {
+            // The kernel ended the multishot (e.g. CQ pressure), or reading was paused and
+            // has resumed since the cancel was sent: arm it again.
             conn.set(flag::RECV_ARMED);
             self.ring.recv_multishot(token, RECV_GROUP);
         }
     }
 
     fn on_data(&mut self, slot: u32, data: &mut [u8]) {
-        match self.conns.slot_mut(slot).phase {
+        let conn = self.conns.slot_mut(slot);
+        let op_pending = conn.has(flag::OP_PENDING);
+        match conn.phase {
             Phase::Http => self.http_input(slot, data),
             Phase::Publishing | Phase::Subscribing => self.park_input(slot, data),
+            Phase::Ws | Phase::Echo if op_pending => self.park_input(slot, data),
             Phase::Ws | Phase::Echo => self.ws_input(slot, data),
             // An event stream is one way; lingering connections are being drained.
             Phase::Sse | Phase::Closing => {}

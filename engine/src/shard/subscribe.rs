@@ -169,6 +169,8 @@ impl Core {
                 let mut out = Vec::new();
                 control::write_subscribed(&mut out, &refs);
                 self.ws_text(slot, &out);
+                self.conns.slot_mut(slot).clear(flag::OP_PENDING);
+                self.resume_input(slot);
             }
         }
     }

@@ -189,6 +189,15 @@ impl Topics {
         exact.into_iter().chain(subtrees)
     }
 
+    /// Whether the connection whose list starts at `head` holds `pattern`.
+    pub fn holds(&self, pattern: Pattern<'_>, head: u32) -> bool {
+        let id = match pattern {
+            Pattern::Exact(t) => self.exact.get(t),
+            Pattern::Subtree(p) => self.subtree.get(p),
+        };
+        id.is_some_and(|&id| self.find(head, id).is_some())
+    }
+
     /// The patterns `head`'s connection is subscribed to.
     pub fn patterns_of(&self, mut node: u32) -> Vec<String> {
         let mut out = Vec::new();

@@ -34,6 +34,8 @@ fn max_message_bytes(phase: Phase) -> u64 {
 /// What to do with the rest of the input after an event.
 enum Next {
     Continue,
+    /// An op waits for the router: keep what follows for when it answers.
+    Park,
     /// The connection is closing: discard what follows.
     Stop,
 }
@@ -164,14 +166,21 @@ impl Core {
                     Next::Stop
                 }
             };
-            if let Next::Stop = next {
-                return;
+            match next {
+                Next::Continue => {}
+                Next::Stop => return,
+                Next::Park => {
+                    // The op's frame ended exactly here: what follows starts a frame.
+                    rx.spill.extend_from_slice(&data[pos..]);
+                    break;
+                }
             }
         }
         let partial = !rx.is_idle();
         let conn = self.conns.slot_mut(slot);
         if conn.is_live() && partial {
             conn.rx = boxed.or_else(|| local.map(Box::new));
+            self.pause_reading_if_full(slot);
         }
     }
 
@@ -190,7 +199,7 @@ impl Core {
             return Next::Stop;
         }
         match control::parse_client_op(payload) {
-            Ok(ClientOp::Subscribe(patterns)) => self.ws_subscribe(slot, &patterns),
+            Ok(ClientOp::Subscribe(patterns)) => return self.ws_subscribe(slot, &patterns),
             Ok(ClientOp::Unsubscribe(patterns)) => self.ws_unsubscribe(slot, &patterns),
             Err(e) => {
                 let mut out = Vec::new();
@@ -201,19 +210,28 @@ impl Core {
         Next::Continue
     }
 
-    fn ws_subscribe(&mut self, slot: u32, patterns: &[String]) {
-        let held = self.conns.slot_mut(slot).subs;
-        if usize::from(held) + patterns.len() > usize::from(MAX_SUBSCRIPTIONS_PER_CONN) {
+    /// A `subscribe` op: confirmed by a router barrier, during which the connection's
+    /// further input is parked so that ops are applied and answered in order.
+    fn ws_subscribe(&mut self, slot: u32, patterns: &[String]) -> Next {
+        let conn = self.conns.slot_mut(slot);
+        let new = patterns
+            .iter()
+            .filter_map(|p| topic::parse_pattern(p).ok())
+            .filter(|&p| !self.topics.holds(p, conn.sub_head))
+            .count();
+        if usize::from(conn.subs) + new > usize::from(MAX_SUBSCRIPTIONS_PER_CONN) {
             let mut out = Vec::new();
             control::write_error(
                 &mut out,
                 &format!("at most {MAX_SUBSCRIPTIONS_PER_CONN} subscriptions per connection"),
             );
             self.ws_text(slot, &out);
-            return;
+            return Next::Continue;
         }
+        conn.set(flag::OP_PENDING);
         let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
         self.subscribe_then(slot, &refs, After::WsAck);
+        Next::Park
     }
 
     fn ws_unsubscribe(&mut self, slot: u32, patterns: &[String]) {

@@ -231,6 +231,23 @@ impl Ring {
         self.push(entry);
     }
 
+    /// Cancels the recv submitted with `recv` (matched by its `user_data`, so no file is
+    /// looked up and a reused slot cannot be hit); the recv then completes with
+    /// `-ECANCELED`. Only a failure of the cancel itself (e.g. `-ENOENT`) completes here.
+    pub fn cancel_recv(&mut self, recv: Token) {
+        let entry = opcode::AsyncCancel::new(recv.encode())
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(
+                Token {
+                    kind: Kind::CancelRecv,
+                    ..recv
+                }
+                .encode(),
+            );
+        self.push(entry);
+    }
+
     /// Closes the fixed file `token.slot`, freeing the slot for a later accept. Only a
     /// failure completes. The caller must have seen the completion of every other
     /// operation on the slot: after this runs, the kernel may give the slot to a new

@@ -24,6 +24,8 @@ pub enum Kind {
     Wake = 8,
     /// A wake-up this ring posted into another ring; only failures complete here.
     WakeSent = 9,
+    /// Cancellation of one connection's recv (to stop reading); only failures complete.
+    CancelRecv = 10,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
             7 => Kind::Tick,
             8 => Kind::Wake,
             9 => Kind::WakeSent,
+            10 => Kind::CancelRecv,
             _ => return None,
         })
     }
@@ -107,6 +110,7 @@ mod tests {
             Kind::Tick,
             Kind::Wake,
             Kind::WakeSent,
+            Kind::CancelRecv,
         ];
         for kind in kinds {
             for generation in [0, 1, GENERATION_MASK] {
