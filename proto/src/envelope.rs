@@ -64,7 +64,11 @@ impl<'de> serde::de::Visitor<'de> for PortableVisitor {
         Ok(Portable)
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Portable, E> {
-        if v.is_finite() { Ok(Portable) } else { Err(E::custom("number out of range")) }
+        if v.is_finite() {
+            Ok(Portable)
+        } else {
+            Err(E::custom("number out of range"))
+        }
     }
     fn visit_str<E>(self, _: &str) -> Result<Portable, E> {
         Ok(Portable)
@@ -289,7 +293,11 @@ mod tests {
             (b"3E444444443", br#""3E444444443""#, false),
             (br#"{"x":[1e999]}"#, br#""{\"x\":[1e999]}""#, false),
             (b"1e308", b"1e308", true),
-            (b"123456789012345678901234567890", b"123456789012345678901234567890", true),
+            (
+                b"123456789012345678901234567890",
+                b"123456789012345678901234567890",
+                true,
+            ),
         ];
         for &(body, want, borrowed) in cases {
             let got = data_json(body).unwrap();
