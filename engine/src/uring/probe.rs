@@ -27,6 +27,11 @@ const REQUIRED_OPS: &[(u8, &str, &str)] = &[
         "ASYNC_CANCEL (by fixed file, all)",
         "5.19",
     ),
+    (
+        opcode::AsyncCancel::CODE,
+        "ASYNC_CANCEL (by user_data)",
+        "5.5",
+    ),
     (opcode::Close::CODE, "CLOSE (fixed file)", "5.15"),
     (opcode::Timeout::CODE, "TIMEOUT", "5.4"),
     (opcode::MsgRingData::CODE, "MSG_RING", "5.18"),
