@@ -3,6 +3,7 @@
 //! loadgen and ami-sim share these, and they are tested byte by byte and in fragments.
 #![forbid(unsafe_code)]
 
+pub mod ami;
 pub mod control;
 pub mod envelope;
 pub mod http1;
