@@ -8,7 +8,7 @@ use bytes::Bytes;
 use switchboard_proto::http1::{self, BodyFraming, ChunkedDecoder, Request};
 use switchboard_proto::{envelope, topic};
 
-use super::conn::{BodyProgress, Phase, PublishBody, Rx, flag};
+use super::conn::{BodyProgress, Phase, PublishBody, flag};
 use super::{Core, ws};
 use crate::config::{MAX_HEADERS_LIMIT, PARK_PAUSE_BYTES};
 use crate::pubsub::link::{ConnRef, ToRouter};
@@ -43,7 +43,7 @@ impl Core {
         let conn = self.conns.slot_mut(slot);
         let rx = conn
             .rx
-            .get_or_insert_with(|| Box::new(Rx::new(ws::idle_reader())));
+            .get_or_insert_with(|| Box::new(ws::new_rx(conn.phase)));
         if rx.spill.len() + data.len() > limit {
             // Only reachable if the kernel keeps delivering long after the cancel.
             tracing::debug!(slot, "too much input while waiting for the router");
@@ -112,7 +112,7 @@ impl Core {
             Phase::Ws | Phase::Echo => self.ws_input(slot, rest),
             Phase::Http | Phase::Publishing | Phase::Subscribing => {
                 conn.rx
-                    .get_or_insert_with(|| Box::new(Rx::new(ws::idle_reader())))
+                    .get_or_insert_with(|| Box::new(ws::new_rx(conn.phase)))
                     .spill = rest.to_vec();
             }
             Phase::Sse | Phase::Closing | Phase::Free => {}
@@ -261,7 +261,7 @@ impl Core {
         }
         let conn = self.conns.slot_mut(slot);
         conn.rx
-            .get_or_insert_with(|| Box::new(Rx::new(ws::idle_reader())))
+            .get_or_insert_with(|| Box::new(ws::new_rx(conn.phase)))
             .body = Some(PublishBody {
             topic: topic.into(),
             progress,

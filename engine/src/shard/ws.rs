@@ -17,17 +17,20 @@ use crate::config::{
     ECHO_MAX_MESSAGE_BYTES, MAX_SUBSCRIPTIONS_PER_CONN, WS_MAX_CLIENT_MESSAGE_BYTES,
 };
 
-/// A reader for connections that are not (yet) WebSockets; it never sees a byte.
-pub(super) fn idle_reader() -> Reader {
-    Reader::new(Role::Server, 0)
+/// Fresh receive state for a connection in `phase`: its frame reader is sized for the
+/// phase (a connection that is not a WebSocket yet gets one that accepts nothing). Every
+/// place that creates receive state goes through here, so parked input is always read
+/// later with the right limits.
+pub(super) fn new_rx(phase: Phase) -> Rx {
+    Rx::new(Reader::new(Role::Server, max_message_bytes(phase)))
 }
 
-/// Largest message a client may send on a WebSocket in `phase`.
+/// Largest message a client may send in `phase` (0: not a WebSocket).
 fn max_message_bytes(phase: Phase) -> u64 {
-    if phase == Phase::Echo {
-        ECHO_MAX_MESSAGE_BYTES
-    } else {
-        WS_MAX_CLIENT_MESSAGE_BYTES
+    match phase {
+        Phase::Echo => ECHO_MAX_MESSAGE_BYTES,
+        Phase::Ws => WS_MAX_CLIENT_MESSAGE_BYTES,
+        _ => 0,
     }
 }
 
@@ -102,14 +105,13 @@ impl Core {
     pub(super) fn ws_input(&mut self, slot: u32, data: &mut [u8]) {
         let conn = self.conns.slot_mut(slot);
         let echo = conn.phase == Phase::Echo;
-        let limit = max_message_bytes(conn.phase);
         // Connections between messages have no boxed state: parse with a reader on the
         // stack and box it only if this read ends inside a frame or message.
         let mut boxed = conn.rx.take();
         let mut local = None;
         let rx = match boxed.as_deref_mut() {
             Some(rx) => rx,
-            None => local.insert(Rx::new(Reader::new(Role::Server, limit))),
+            None => local.insert(new_rx(conn.phase)),
         };
         let mut pos = 0;
         while pos < data.len() {
