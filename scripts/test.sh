@@ -64,6 +64,15 @@ step "3/6 build" "cargo build --release --workspace --bins"
 cargo build --release --workspace --bins
 
 step "4/6 test" "cargo test --workspace --release"
+# tests/tests/ami_sim_panoramisk.rs drives a third-party AMI client (Python panoramisk,
+# installed by .ci/run); install it here if it is missing (it fails, never skips, without).
+PANORAMISK_PY="${SWITCHBOARD_PANORAMISK_PYTHON:-/opt/switchboard-panoramisk/bin/python}"
+if ! "$PANORAMISK_PY" -c 'import panoramisk' 2>/dev/null && [ -z "${SWITCHBOARD_PANORAMISK_PYTHON:-}" ]; then
+  echo "    panoramisk missing: python3 -m venv /opt/switchboard-panoramisk && pip install panoramisk==1.4"
+  python3 -m venv /opt/switchboard-panoramisk &&
+    /opt/switchboard-panoramisk/bin/python -m pip install -q --disable-pip-version-check panoramisk==1.4 ||
+    echo "    (could not install it: the panoramisk e2e test will fail)"
+fi
 cargo test --workspace --release
 
 if [ "${SKIP_CONFORMANCE:-0}" = 1 ]; then

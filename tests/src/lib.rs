@@ -444,8 +444,12 @@ fn drain(
     captured.close();
 }
 
-/// Parses `listening on http://HOST:PORT shards=N` into (address, shards).
+/// Parses `listening on http://HOST:PORT shards=N` into (address, shards), and
+/// `ami-sim`'s `listening on tcp://HOST:PORT` into (address, 1).
 pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, usize)> {
+    if let Some(rest) = line.trim().strip_prefix("listening on tcp://") {
+        return Some((rest.parse().ok()?, 1));
+    }
     let rest = line.trim().strip_prefix("listening on http://")?;
     let (hostport, shards) = rest.split_once(" shards=")?;
     let digits: String = shards.chars().take_while(char::is_ascii_digit).collect();
@@ -477,6 +481,14 @@ impl Server {
         let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
         full.extend_from_slice(args);
         Server::start_program(bin("switchboard"), &full)
+    }
+
+    /// Starts `ami-sim --listen 127.0.0.1:0 <args>` (binary from [`bin`]) and waits for
+    /// its ready line `listening on tcp://127.0.0.1:PORT`.
+    pub fn start_ami_sim(args: &[&str]) -> Server {
+        let mut full = vec!["--listen", "127.0.0.1:0"];
+        full.extend_from_slice(args);
+        Server::start_program(bin("ami-sim"), &full)
     }
 
     /// Starts `program args...` (verbatim: nothing is added) and waits up to
@@ -547,7 +559,8 @@ impl Server {
                 server.kill();
                 Err(format!(
                     "e2e: server {} (pid {pid}) {why} its ready line \
-                     `listening on http://127.0.0.1:PORT shards=N` on stdout.\n{}",
+                     `listening on http://127.0.0.1:PORT shards=N` (or ami-sim's \
+                     `listening on tcp://127.0.0.1:PORT`) on stdout.\n{}",
                     server.program,
                     server.log_report()
                 ))
@@ -2249,6 +2262,15 @@ import time; time.sleep(60)
             Some(("[::1]:80".parse().unwrap(), 16))
         );
         assert_eq!(parse_ready_line("listening on http://127.0.0.1:0"), None);
+        assert_eq!(
+            parse_ready_line("listening on tcp://127.0.0.1:5038\r"),
+            Some(("127.0.0.1:5038".parse().unwrap(), 1))
+        );
+        assert_eq!(parse_ready_line("listening on tcp://localhost"), None);
+        assert_eq!(
+            parse_ready_line("INFO listening on tcp://127.0.0.1:1"),
+            None
+        );
         assert_eq!(
             parse_ready_line("INFO listening on http://127.0.0.1:1 shards=1"),
             None
