@@ -5,17 +5,18 @@
 //! connections with a few dozen bytes of state each; a router thread sequences every
 //! publish and hands the encoded bytes to the shards that have subscribers.
 //!
-//! - [`uring`]: every `unsafe` of the engine: rings, tokens, buffer rings, operations.
+//! - [`uring`] (the `switchboard-uring` crate): every `unsafe`: rings, tokens, buffer
+//!   rings, operations; this crate forbids `unsafe` itself.
 //! - [`shard`]: the connection shard: event loop, connections, HTTP, WebSocket, SSE.
 //! - [`pubsub`]: the router and the links between it and the shards.
 //! - [`config`], [`metrics`], [`server`]: settings, counters, start-up.
 //!
 //! The wire codecs are in the `switchboard-proto` crate: pure functions over bytes.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod metrics;
 pub mod pubsub;
 pub mod server;
 pub mod shard;
-pub mod uring;
+pub use switchboard_uring as uring;
