@@ -5,10 +5,12 @@
 //! safe API below (both forbid `unsafe` themselves).
 
 mod bufring;
+mod connect;
 pub mod probe;
 mod ring;
 mod token;
 
 pub use bufring::BufRing;
+pub use connect::ConnectSpec;
 pub use ring::{Completion, Ring, RingParams, TaskRun};
 pub use token::{GENERATION_MASK, Kind, Token, next_generation};

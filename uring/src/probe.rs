@@ -41,30 +41,93 @@ const REQUIRED_OPS: &[(u8, &str, &str)] = &[
 /// recv is a flag, which the opcode probe cannot see).
 pub const MIN_KERNEL: (u32, u32) = (6, 0);
 
+/// What loadgen's threads submit: connect chains on direct descriptors, and the same
+/// receive path as the shards.
+const CLIENT_OPS: &[(u8, &str, &str)] = &[
+    (
+        opcode::Socket::CODE,
+        "SOCKET (into a chosen fixed-file slot)",
+        "5.19",
+    ),
+    (
+        opcode::SetSockOpt::CODE,
+        "URING_CMD (SOCKET_URING_OP_SETSOCKOPT)",
+        "6.7",
+    ),
+    (opcode::Bind::CODE, "BIND", "6.11"),
+    (opcode::Connect::CODE, "CONNECT", "5.5"),
+    (opcode::LinkTimeout::CODE, "LINK_TIMEOUT", "5.5"),
+    (
+        opcode::RecvMulti::CODE,
+        "RECV (multishot, provided-buffer ring)",
+        "6.0",
+    ),
+    (opcode::Send::CODE, "SEND", "5.6"),
+    (
+        opcode::AcceptMulti::CODE,
+        "ACCEPT (multishot, into the fixed-file table)",
+        "5.19",
+    ),
+    (
+        opcode::AsyncCancel2::CODE,
+        "ASYNC_CANCEL (by fixed file, all)",
+        "5.19",
+    ),
+    (
+        opcode::AsyncCancel::CODE,
+        "ASYNC_CANCEL (by user_data)",
+        "5.5",
+    ),
+    (opcode::Close::CODE, "CLOSE (fixed file)", "5.15"),
+    (opcode::Timeout::CODE, "TIMEOUT", "5.4"),
+];
+
+/// The oldest kernel with every client operation (`IORING_OP_BIND` came last; the
+/// socket commands of `URING_CMD` are a sub-command the opcode probe cannot see).
+pub const MIN_CLIENT_KERNEL: (u32, u32) = (6, 11);
+
 #[derive(Debug)]
-pub struct Missing(Vec<String>);
+pub struct Missing {
+    program: &'static str,
+    what: Vec<String>,
+}
 
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "this kernel's io_uring lacks what switchboard needs: {}",
-            self.0.join("; ")
+            "this kernel's io_uring lacks what {} needs: {}",
+            self.program,
+            self.what.join("; ")
         )
     }
 }
 
 impl std::error::Error for Missing {}
 
-/// Checks the kernel release and every required opcode against `ring`.
+/// Checks the kernel release and every opcode the engine's shards need against `ring`.
 pub fn check(ring: &Ring) -> Result<(), Missing> {
+    check_ops(ring, "switchboard", MIN_KERNEL, REQUIRED_OPS)
+}
+
+/// Checks the kernel release and every opcode loadgen's client threads need.
+pub fn check_client(ring: &Ring) -> Result<(), Missing> {
+    check_ops(ring, "loadgen", MIN_CLIENT_KERNEL, CLIENT_OPS)
+}
+
+fn check_ops(
+    ring: &Ring,
+    program: &'static str,
+    min_kernel: (u32, u32),
+    ops: &[(u8, &str, &str)],
+) -> Result<(), Missing> {
     let mut missing = Vec::new();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     match parse_release(release.trim()) {
-        Some(v) if v >= MIN_KERNEL => {}
+        Some(v) if v >= min_kernel => {}
         Some((major, minor)) => missing.push(format!(
             "Linux {}.{}+ (this is {major}.{minor})",
-            MIN_KERNEL.0, MIN_KERNEL.1
+            min_kernel.0, min_kernel.1
         )),
         None => tracing::warn!(
             "cannot read the kernel release ({release:?}); trusting the opcode probe"
@@ -72,7 +135,7 @@ pub fn check(ring: &Ring) -> Result<(), Missing> {
     }
     match ring.probe() {
         Ok(probe) => {
-            for &(code, name, since) in REQUIRED_OPS {
+            for &(code, name, since) in ops {
                 if !probe.is_supported(code) {
                     missing.push(format!("IORING_OP_{name} (Linux {since}+)"));
                 }
@@ -83,7 +146,10 @@ pub fn check(ring: &Ring) -> Result<(), Missing> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Missing(missing))
+        Err(Missing {
+            program,
+            what: missing,
+        })
     }
 }
 

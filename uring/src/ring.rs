@@ -16,6 +16,7 @@ use bytes::Bytes;
 use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
+use super::connect::{InflightChain, chain_completed};
 use super::token::{Kind, Token};
 
 /// Sizes of one ring.
@@ -78,13 +79,24 @@ struct InflightSend {
     token: Token,
 }
 
+/// An entry waiting for room in the submission queue. `chain_rest` counts the entries
+/// after it that belong to the same linked chain: a chain is only ever moved into the
+/// queue whole, so that one `enter` never submits half of it (the kernel would run the
+/// half as a complete chain).
+struct Waiting {
+    entry: squeue::Entry,
+    chain_rest: u8,
+}
+
 pub struct Ring {
     uring: IoUring,
     task_run: TaskRun,
     /// Entries that did not fit the submission queue, in submission order.
-    backlog: VecDeque<squeue::Entry>,
+    backlog: VecDeque<Waiting>,
     /// Buffers of sends in flight, keyed by the slot number carried in their `user_data`.
     sends: Slab<InflightSend>,
+    /// Connect chains in flight (their addresses and timeout), keyed like `sends`.
+    pub(super) chains: Slab<InflightChain>,
     /// The tick interval; boxed so its address is stable while a timeout SQE points at it.
     tick: Box<types::Timespec>,
 }
@@ -130,6 +142,7 @@ impl Ring {
                         task_run,
                         backlog: VecDeque::new(),
                         sends: Slab::new(),
+                        chains: Slab::new(),
                         tick: Box::new(types::Timespec::new()),
                     });
                 }
@@ -288,46 +301,84 @@ impl Ring {
     }
 
     fn push(&mut self, entry: squeue::Entry) {
-        if !self.backlog.is_empty() {
-            self.backlog.push_back(entry);
-            return;
+        self.push_chain(std::slice::from_ref(&entry));
+    }
+
+    /// Free entries in the submission queue.
+    fn sq_room(&mut self) -> usize {
+        let mut sq = self.uring.submission();
+        sq.sync();
+        sq.capacity() - sq.len()
+    }
+
+    /// Queues `entries` (one entry, or a chain linked with `IO_LINK` on all but the last)
+    /// as one unit: either all of them go into the submission queue now, or all wait in
+    /// the backlog, behind whatever already waits there.
+    pub(super) fn push_chain(&mut self, entries: &[squeue::Entry]) {
+        let capacity = self.uring.submission().capacity();
+        assert!(
+            !entries.is_empty() && entries.len() <= capacity.min(usize::from(u8::MAX)),
+            "a chain of {} entries never fits a submission queue of {capacity}",
+            entries.len()
+        );
+        if self.backlog.is_empty() {
+            if self.sq_room() < entries.len() {
+                // The queue is full: hand it to the kernel and look again.
+                if let Err(e) = self.uring.submit() {
+                    tracing::debug!("io_uring submit while the queue was full: {e}");
+                }
+            }
+            if self.sq_room() >= entries.len() {
+                for entry in entries {
+                    let pushed = self.try_push(entry);
+                    assert!(pushed, "room was checked");
+                }
+                return;
+            }
         }
-        if self.try_push(&entry) {
-            return;
-        }
-        // The queue is full: hand it to the kernel and try once more, else wait in line.
-        if let Err(e) = self.uring.submit() {
-            tracing::debug!("io_uring submit while the queue was full: {e}");
-        }
-        if !self.try_push(&entry) {
-            self.backlog.push_back(entry);
+        let n = entries.len();
+        for (i, entry) in entries.iter().enumerate() {
+            self.backlog.push_back(Waiting {
+                entry: entry.clone(),
+                chain_rest: (n - 1 - i) as u8,
+            });
         }
     }
 
     fn try_push(&mut self, entry: &squeue::Entry) -> bool {
         // SAFETY: every pointer an entry carries outlives its completion: a send's buffer
-        // is owned by `self.sends` until `reap` sees its completion; the tick's timespec is
-        // boxed in `self` and only rewritten by `tick`, which the caller issues again only
-        // after the previous timeout completed; the other operations carry no pointers.
+        // is owned by `self.sends` until `reap` sees its completion; a connect chain's
+        // addresses and timespec are boxed in `self.chains` until `reap` has seen the
+        // completion of every entry of the chain (and leaked if the ring is dropped
+        // first); the socket option value is a `static`; the tick's timespec is boxed in
+        // `self` and only rewritten by `tick`, which the caller issues again only after
+        // the previous timeout completed; the other operations carry no pointers.
         unsafe { self.uring.submission().push(entry).is_ok() }
     }
 
-    /// Moves waiting entries into the submission queue, submitting once if it fills; what
-    /// still does not fit waits for the next enter.
+    /// Moves waiting entries into the submission queue, a whole chain at a time,
+    /// submitting once if it fills; what still does not fit waits for the next enter.
     fn flush_backlog(&mut self) {
         let mut submitted = false;
-        while let Some(entry) = self.backlog.pop_front() {
-            if self.try_push(&entry) {
-                continue;
+        while let Some(head) = self.backlog.front() {
+            let need = usize::from(head.chain_rest) + 1;
+            if self.sq_room() < need {
+                if submitted {
+                    return;
+                }
+                if let Err(e) = self.uring.submit() {
+                    tracing::debug!("io_uring submit while draining the backlog: {e}");
+                }
+                submitted = true;
+                if self.sq_room() < need {
+                    return;
+                }
             }
-            self.backlog.push_front(entry);
-            if submitted {
-                return;
+            for _ in 0..need {
+                let waiting = self.backlog.pop_front().expect("a chain is queued whole");
+                let pushed = self.try_push(&waiting.entry);
+                assert!(pushed, "room was checked");
             }
-            if let Err(e) = self.uring.submit() {
-                tracing::debug!("io_uring submit while draining the backlog: {e}");
-            }
-            submitted = true;
         }
     }
 
@@ -373,16 +424,30 @@ impl Ring {
                 );
                 continue;
             };
-            let (token, sent) = if token.kind == Kind::Send {
-                match self.sends.try_remove(token.slot as usize) {
+            let (token, sent) = match token.kind {
+                Kind::Send => match self.sends.try_remove(token.slot as usize) {
                     Some(send) => (send.token, Some(send.buf)),
                     None => {
                         tracing::error!("io_uring: send completion for unknown key {}", token.slot);
                         continue;
                     }
-                }
-            } else {
-                (token, None)
+                },
+                Kind::Socket
+                | Kind::SockOpt
+                | Kind::Bind
+                | Kind::Connect
+                | Kind::ConnectTimeout => match chain_completed(&mut self.chains, token) {
+                    Some(token) => (token, None),
+                    None => {
+                        tracing::error!(
+                            "io_uring: {:?} completion for unknown chain {}",
+                            token.kind,
+                            token.slot
+                        );
+                        continue;
+                    }
+                },
+                _ => (token, None),
             };
             out.push(Completion {
                 token,
@@ -391,6 +456,12 @@ impl Ring {
                 sent,
             });
         }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.leak_chains();
     }
 }
 

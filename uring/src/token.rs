@@ -26,6 +26,16 @@ pub enum Kind {
     WakeSent = 9,
     /// Cancellation of one connection's recv (to stop reading); only failures complete.
     CancelRecv = 10,
+    /// `IORING_OP_SOCKET` into a chosen fixed-file slot: the first link of a connect chain.
+    Socket = 11,
+    /// `setsockopt` through `IORING_OP_URING_CMD` (`IP_BIND_ADDRESS_NO_PORT`) in a chain.
+    SockOpt = 12,
+    /// `IORING_OP_BIND` of a connect chain (the source address).
+    Bind = 13,
+    /// `IORING_OP_CONNECT` of a connect chain.
+    Connect = 14,
+    /// The linked timeout that bounds a chain's connect.
+    ConnectTimeout = 15,
 }
 
 impl Kind {
@@ -41,6 +51,11 @@ impl Kind {
             8 => Kind::Wake,
             9 => Kind::WakeSent,
             10 => Kind::CancelRecv,
+            11 => Kind::Socket,
+            12 => Kind::SockOpt,
+            13 => Kind::Bind,
+            14 => Kind::Connect,
+            15 => Kind::ConnectTimeout,
             _ => return None,
         })
     }
@@ -111,6 +126,11 @@ mod tests {
             Kind::Wake,
             Kind::WakeSent,
             Kind::CancelRecv,
+            Kind::Socket,
+            Kind::SockOpt,
+            Kind::Bind,
+            Kind::Connect,
+            Kind::ConnectTimeout,
         ];
         for kind in kinds {
             for generation in [0, 1, GENERATION_MASK] {

@@ -228,6 +228,10 @@ impl Core {
             Kind::Recv => {
                 unreachable!("recv completions carry buffers and are dispatched by Shard")
             }
+            // Client-side operations (loadgen's connect chains); a shard never submits them.
+            Kind::Socket | Kind::SockOpt | Kind::Bind | Kind::Connect | Kind::ConnectTimeout => {
+                tracing::error!("unexpected {:?} completion on a shard", c.token.kind);
+            }
         }
     }
 
