@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::{
-    Extra, Outcome, Sampling, Server, build_setup, fill_common, floor_before, hold_for, progress,
-    ramp, ramp_timeout, servers, start_clients, time_wait_note, topic_names,
+    Extra, FloorRef, Outcome, Sampling, Server, build_setup, each_server, fill_common, hold_for,
+    progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
 };
 use crate::cli::ChurnArgs;
 use crate::measure::UserSource;
@@ -18,17 +18,12 @@ use crate::net::Command;
 use crate::report::{self, Memory, Report};
 
 pub fn run(args: &ChurnArgs) -> Result<Outcome> {
-    let mut reports = Vec::new();
-    let mut met_goal = true;
-    for server in servers(&args.conn)? {
-        let (r, ok) = run_one(args, &server)?;
-        reports.push(r);
-        met_goal &= ok;
-    }
-    Ok(Outcome { reports, met_goal })
+    each_server(&args.conn, args.connections, |server, floor| {
+        run_one(args, server, floor)
+    })
 }
 
-fn run_one(args: &ChurnArgs, server: &Server) -> Result<(Report, bool)> {
+fn run_one(args: &ChurnArgs, server: &Server, floor: Option<&FloorRef>) -> Result<(Report, bool)> {
     let conn = &args.conn;
     let n = args.connections;
     let topics = topic_names(conn, conn.topics)?;
@@ -39,7 +34,9 @@ fn run_one(args: &ChurnArgs, server: &Server) -> Result<(Report, bool)> {
     let setup = Arc::new(build_setup(conn, server, n, &topics, extra)?);
     let mut report = Report::new("churn", &setup.mix, report::current_argv());
     time_wait_note(&mut report);
-    floor_before(conn, n, &mut report)?;
+    if let Some(f) = floor {
+        f.apply(&mut report);
+    }
 
     let mut sampling = Sampling::new(&server.pids, conn.sample_interval, setup.clock)?;
     let pre = sampling.take(0)?;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use super::{
-    Extra, Outcome, POLL, RateMeter, Sampling, Server, build_setup, fill_common, floor_before,
-    progress, ramp, ramp_timeout, servers, start_clients, time_wait_note, topic_names,
+    Extra, FloorRef, Outcome, POLL, RateMeter, Sampling, Server, build_setup, each_server,
+    fill_common, progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
 };
 use crate::cli::{FanoutArgs, SlowArgs};
 use crate::measure::{Latency, UserSource};
@@ -42,19 +42,15 @@ pub fn run_slow(args: &SlowArgs) -> Result<Outcome> {
 }
 
 fn run_all(args: &FanoutArgs, slow_fraction: f64, scenario: &str) -> Result<Outcome> {
-    let mut reports = Vec::new();
-    let mut met_goal = true;
-    for server in servers(&args.conn)? {
-        let (r, ok) = run_one(args, &server, slow_fraction, scenario)?;
-        reports.push(r);
-        met_goal &= ok;
-    }
-    Ok(Outcome { reports, met_goal })
+    each_server(&args.conn, args.subscribers, |server, floor| {
+        run_one(args, server, floor, slow_fraction, scenario)
+    })
 }
 
 fn run_one(
     args: &FanoutArgs,
     server: &Server,
+    floor: Option<&FloorRef>,
     slow_fraction: f64,
     scenario: &str,
 ) -> Result<(Report, bool)> {
@@ -78,7 +74,9 @@ fn run_one(
     let setup = Arc::new(build_setup(conn, server, n, &topics, extra)?);
     let mut report = Report::new(scenario, &setup.mix, report::current_argv());
     time_wait_note(&mut report);
-    floor_before(conn, n, &mut report)?;
+    if let Some(f) = floor {
+        f.apply(&mut report);
+    }
 
     let mut sampling = Sampling::new(&server.pids, conn.sample_interval, setup.clock)?;
     let pre = sampling.take(0)?;

@@ -9,32 +9,29 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::{
-    Extra, Outcome, Sampling, Server, build_setup, fill_common, floor_before, hold_for, progress,
-    ramp, ramp_timeout, servers, start_clients, time_wait_note, topic_names,
+    Extra, FloorRef, Outcome, Sampling, Server, build_setup, each_server, fill_common, hold_for,
+    progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
 };
 use crate::cli::HoldArgs;
 use crate::measure::MemSample;
 use crate::report::{self, Memory, Report};
 
 pub fn run(args: &HoldArgs) -> Result<Outcome> {
-    let mut reports = Vec::new();
-    let mut met_goal = true;
-    for server in servers(&args.conn)? {
-        let (r, ok) = run_one(args, &server)?;
-        reports.push(r);
-        met_goal &= ok;
-    }
-    Ok(Outcome { reports, met_goal })
+    each_server(&args.conn, args.connections, |server, floor| {
+        run_one(args, server, floor)
+    })
 }
 
-fn run_one(args: &HoldArgs, server: &Server) -> Result<(Report, bool)> {
+fn run_one(args: &HoldArgs, server: &Server, floor: Option<&FloorRef>) -> Result<(Report, bool)> {
     let conn = &args.conn;
     let n = args.connections;
     let topics = topic_names(conn, conn.topics)?;
     let setup = Arc::new(build_setup(conn, server, n, &topics, Extra::default())?);
     let mut report = Report::new("hold", &setup.mix, report::current_argv());
     time_wait_note(&mut report);
-    floor_before(conn, n, &mut report)?;
+    if let Some(f) = floor {
+        f.apply(&mut report);
+    }
 
     let mut sampling = Sampling::new(&server.pids, conn.sample_interval, setup.clock)?;
     let pre = sampling.take(0)?;

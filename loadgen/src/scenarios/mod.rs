@@ -441,9 +441,120 @@ pub fn hold_for(
     }
 }
 
-/// The floor figures beside a run: from `--floor-json`, or measured now with
-/// `--floor-pairs` bare pairs (default min(connections, 10000)), or none.
-pub fn floor_before(conn: &ConnArgs, connections: u64, report: &mut Report) -> Result<()> {
+/// Runs `one` against every server the flags name, Switchboard first: the floor is taken
+/// once before the first, and before each later one the kernel is given time to release
+/// the previous server's sockets (see [`settle`]).
+pub fn each_server(
+    conn: &ConnArgs,
+    connections: u64,
+    mut one: impl FnMut(&Server, Option<&FloorRef>) -> Result<(Report, bool)>,
+) -> Result<Outcome> {
+    let servers = servers(conn)?;
+    let baseline = (tcp_in_use(), time_wait_sockets());
+    let floor = floor_for(conn, connections)?;
+    let mut reports = Vec::new();
+    let mut met_goal = true;
+    for (i, server) in servers.iter().enumerate() {
+        let waited = if i > 0 { Some(settle(baseline)) } else { None };
+        let (mut r, ok) = one(server, floor.as_ref())?;
+        if let Some(note) = waited {
+            r.notes.push(note);
+        }
+        reports.push(r);
+        met_goal &= ok;
+    }
+    Ok(Outcome { reports, met_goal })
+}
+
+/// The longest wait in [`settle`].
+const SETTLE_MAX: Duration = Duration::from_secs(90);
+
+/// Waits until the previous server's sockets are gone from the kernel's books, so that
+/// they do not read as a negative cost of the next one (kernel figures are host-wide
+/// `Slab` deltas): TCP sockets in use and in `TIME_WAIT` (which lasts 60 s) back to
+/// within a few of `baseline` (taken before the first server), then `Slab` steady (within
+/// 0.5% over a second). At most [`SETTLE_MAX`]. Returns a note saying how long it took.
+pub fn settle(baseline: (Option<u64>, Option<u64>)) -> String {
+    let start = Instant::now();
+    let slab = || {
+        std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("Slab:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+    };
+    let mut last_slab = slab();
+    while start.elapsed() < SETTLE_MAX {
+        std::thread::sleep(Duration::from_secs(1));
+        let back = |now: Option<u64>, base: Option<u64>, slack: u64| match (now, base) {
+            (Some(now), Some(base)) => now <= base + slack,
+            _ => true,
+        };
+        let sockets_gone = back(tcp_in_use(), baseline.0, 16);
+        let tw_gone = back(time_wait_sockets(), baseline.1, 1000);
+        let now_slab = slab();
+        let steady = match (last_slab, now_slab) {
+            (Some(a), Some(b)) => a.abs_diff(b) * 200 <= a.max(1),
+            _ => true,
+        };
+        last_slab = now_slab;
+        if sockets_gone && tw_gone && steady {
+            return format!(
+                "measured after waiting {:.0} s for the previous server's sockets to leave the kernel",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    format!(
+        "the previous server's sockets had not all left the kernel after {} s (kernel figures may read low)",
+        SETTLE_MAX.as_secs()
+    )
+}
+
+/// `key` of the `TCP:` line of /proc/net/sockstat (`inuse`, `tw`, ...).
+fn sockstat_tcp(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+fn tcp_in_use() -> Option<u64> {
+    sockstat_tcp("inuse")
+}
+
+fn time_wait_sockets() -> Option<u64> {
+    sockstat_tcp("tw")
+}
+
+/// The floor beside a run's figures. Taken once per invocation, before the first server
+/// is measured: taken again between servers, it would read the previous server's sockets
+/// being torn down.
+#[derive(Debug, Clone)]
+pub struct FloorRef {
+    method: String,
+    before: MemSample,
+    after: MemSample,
+    note: String,
+}
+
+impl FloorRef {
+    /// Puts the floor beside `report`'s figures, with a note saying where it came from.
+    pub fn apply(&self, report: &mut Report) {
+        report
+            .memory
+            .set_floor(&self.method, self.before, self.after, false);
+        report.notes.push(self.note.clone());
+    }
+}
+
+/// The floor: from `--floor-json`, or measured now with `--floor-pairs` bare pairs
+/// (default min(connections, 10000)), or none.
+pub fn floor_for(conn: &ConnArgs, connections: u64) -> Result<Option<FloorRef>> {
     if let Some(path) = &conn.floor_json {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--floor-json {}", path.display()))?;
@@ -455,29 +566,31 @@ pub fn floor_before(conn: &ConnArgs, connections: u64, report: &mut Report) -> R
                 path.display()
             );
         };
-        report.memory.set_floor(&f.method, f.before, f.after, false);
-        report.notes.push(format!(
-            "floor taken from {} ({})",
-            path.display(),
-            floor.started_at
-        ));
-        return Ok(());
+        return Ok(Some(FloorRef {
+            method: f.method,
+            before: f.before,
+            after: f.after,
+            note: format!("floor taken from {} ({})", path.display(), floor.started_at),
+        }));
     }
     let pairs = conn.floor_pairs.unwrap_or(connections.min(10_000));
     if pairs == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let f = floor::measure_pairs(
         pairs,
         conn.source_ips.as_ref().map(|s| s.0.clone()),
         conn.quiet,
     )?;
-    report.memory.set_floor(&f.method, f.before, f.armed, false);
-    report.notes.push(format!(
-        "floor measured before the run: {pairs} idle loopback pairs, a receive armed on both ends ({:.0} B/pair kernel; {:.0} B/pair with no receive armed)",
-        f.armed_per_pair, f.idle_per_pair
-    ));
-    Ok(())
+    Ok(Some(FloorRef {
+        method: f.method,
+        before: f.before,
+        after: f.armed,
+        note: format!(
+            "floor measured before the run: {pairs} idle loopback pairs, a receive armed on both ends ({:.0} B/pair kernel; {:.0} B/pair with no receive armed)",
+            f.armed_per_pair, f.idle_per_pair
+        ),
+    }))
 }
 
 /// Fills what every client scenario reports the same way.
@@ -524,18 +637,7 @@ pub fn fill_common(report: &mut Report, server: &Server, setup: &Setup, res: &Th
 /// A note when many sockets sit in TIME_WAIT: as they expire during a run, the kernel's
 /// slab shrinks and the kernel figure reads low.
 pub fn time_wait_note(report: &mut Report) {
-    let tw = std::fs::read_to_string("/proc/net/sockstat")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("TCP:"))?;
-            let mut words = line.split_whitespace();
-            while let Some(w) = words.next() {
-                if w == "tw" {
-                    return words.next()?.parse::<u64>().ok();
-                }
-            }
-            None
-        });
+    let tw = time_wait_sockets();
     if let Some(tw) = tw
         && tw > 1000
     {
