@@ -9,13 +9,13 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::{
-    Extra, FloorRef, Outcome, Sampling, Server, build_setup, each_server, fill_common, hold_for,
-    progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
+    Extra, FloorRef, Outcome, Sampling, Server, build_setup, each_server, fill_common, fill_memory,
+    hold_for, progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
 };
 use crate::cli::ChurnArgs;
 use crate::measure::UserSource;
 use crate::net::Command;
-use crate::report::{self, Memory, Report};
+use crate::report::{self, Report};
 
 pub fn run(args: &ChurnArgs) -> Result<Outcome> {
     each_server(&args.conn, args.connections, |server, floor| {
@@ -66,16 +66,7 @@ fn run_one(args: &ChurnArgs, server: &Server, floor: Option<&FloorRef>) -> Resul
     report.connections_target = n;
     report.connections_established = at_end.open;
     fill_common(&mut report, server, &setup, &res);
-    let floor = report.memory.floor.clone();
-    report.memory = Memory::from_samples(
-        sampling.samples.clone(),
-        pre,
-        plateau,
-        sampling.user_source(),
-    );
-    if let Some(f) = floor {
-        report.memory.set_floor(&f.method, f.before, f.after, false);
-    }
+    fill_memory(&mut report, &sampling, pre, plateau);
     let p = &mut report.parameters;
     p.insert("churn_rate".into(), args.rate.into());
     p.insert("duration_s".into(), args.duration.as_secs_f64().into());

@@ -14,13 +14,14 @@ use anyhow::{Result, bail};
 
 use super::{
     Extra, FloorRef, Outcome, POLL, RateMeter, Sampling, Server, build_setup, each_server,
-    fill_common, progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
+    fill_common, fill_memory, progress, ramp, ramp_timeout, start_clients, time_wait_note,
+    topic_names,
 };
 use crate::cli::{FanoutArgs, SlowArgs};
 use crate::measure::{Latency, UserSource};
 use crate::net::{Command, TRANSPORTS};
 use crate::publisher::{self, PublishProgress, Schedule};
-use crate::report::{self, Memory, Report};
+use crate::report::{self, Report};
 
 /// How long the threads get to take their measuring snapshot.
 const MEASURE_ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,16 +193,7 @@ fn run_one(
     report.connections_target = n;
     report.connections_established = subscribed;
     fill_common(&mut report, server, &setup, &res);
-    let floor = report.memory.floor.clone();
-    report.memory = Memory::from_samples(
-        sampling.samples.clone(),
-        pre,
-        plateau,
-        sampling.user_source(),
-    );
-    if let Some(f) = floor {
-        report.memory.set_floor(&f.method, f.before, f.after, false);
-    }
+    fill_memory(&mut report, &sampling, pre, plateau);
     report.set_sequences(&res.seq, expected);
     let mut all = Latency::new();
     for (i, l) in res.delivery.iter().enumerate() {

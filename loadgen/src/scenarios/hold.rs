@@ -9,12 +9,12 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::{
-    Extra, FloorRef, Outcome, Sampling, Server, build_setup, each_server, fill_common, hold_for,
-    progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
+    Extra, FloorRef, Outcome, Sampling, Server, build_setup, each_server, fill_common, fill_memory,
+    hold_for, progress, ramp, ramp_timeout, start_clients, time_wait_note, topic_names,
 };
 use crate::cli::HoldArgs;
 use crate::measure::MemSample;
-use crate::report::{self, Memory, Report};
+use crate::report::{self, Report};
 
 pub fn run(args: &HoldArgs) -> Result<Outcome> {
     each_server(&args.conn, args.connections, |server, floor| {
@@ -58,16 +58,7 @@ fn run_one(args: &HoldArgs, server: &Server, floor: Option<&FloorRef>) -> Result
     report.connections_target = n;
     report.connections_established = totals.open;
     fill_common(&mut report, server, &setup, &res);
-    let floor = report.memory.floor.clone();
-    report.memory = Memory::from_samples(
-        sampling.samples.clone(),
-        pre,
-        plateau,
-        sampling.user_source(),
-    );
-    if let Some(f) = floor {
-        report.memory.set_floor(&f.method, f.before, f.after, false);
-    }
+    fill_memory(&mut report, &sampling, pre, plateau);
     let p = &mut report.parameters;
     p.insert("duration_s".into(), args.duration.as_secs_f64().into());
     p.insert("ramp_s".into(), ramped.elapsed.as_secs_f64().into());

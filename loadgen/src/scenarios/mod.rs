@@ -24,7 +24,7 @@ use crate::net::client::sse_request;
 use crate::net::conn::CONN_BYTES;
 use crate::net::retry::{Backoff, Rng};
 use crate::net::{Clients, Clock, Setup, ThreadResult, Totals, transport_index};
-use crate::report::{self, Limit, MixEntry, Peer, Progress, Report};
+use crate::report::{self, Limit, Memory, MixEntry, Peer, Progress, Report};
 
 /// What a run produced: one report per server measured, and whether every one met the
 /// scenario's goal (exit status 0, else 3).
@@ -591,6 +591,21 @@ pub fn floor_for(conn: &ConnArgs, connections: u64) -> Result<Option<FloorRef>> 
             f.armed_per_pair, f.idle_per_pair
         ),
     }))
+}
+
+/// The memory figures from the samples along the run (plateau − pre-ramp), keeping the
+/// floor already beside them.
+pub fn fill_memory(report: &mut Report, sampling: &Sampling, pre: usize, plateau: usize) {
+    let floor = report.memory.floor.clone();
+    report.memory = Memory::from_samples(
+        sampling.samples.clone(),
+        pre,
+        plateau,
+        sampling.user_source(),
+    );
+    if let Some(f) = floor {
+        report.memory.set_floor(&f.method, f.before, f.after, false);
+    }
 }
 
 /// Fills what every client scenario reports the same way.
