@@ -54,6 +54,17 @@ pub fn decode(msg: &[u8]) -> Option<(u64, u64)> {
     Some((number_after(msg, SEQ_KEY)?, number_after(msg, AT_KEY)?))
 }
 
+/// A server's `reset` message (`{"topic":..,"reset":true,..}`): the server says messages
+/// of that topic were skipped.
+pub fn is_reset(msg: &[u8]) -> bool {
+    find(msg, b"\"reset\":true").is_some()
+}
+
+/// One of the server's own messages (`{"op":"hello",..}`, op replies): no delivery.
+pub fn is_server_op(msg: &[u8]) -> bool {
+    msg.starts_with(b"{\"op\":")
+}
+
 fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(hay, key)? + key.len();
     let digits = hay.get(at..)?;
@@ -83,6 +94,24 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_messages_are_told_apart_from_deliveries() {
+        let hello = br#"{"op":"hello","id":"0100000007e38766094dbfe0163696cb402620464d"}"#;
+        let reset = br#"{"topic":"a","reset":true,"seq":9}"#;
+        let mut body = Vec::new();
+        encode(&mut body, 3, 1_700_000_000_000_000_000, 100);
+        let envelope = [
+            br#"{"topic":"a","seq":3,"pos":"1f0c93aa-42","data":"#.as_slice(),
+            &body,
+            b"}",
+        ]
+        .concat();
+        assert!(is_server_op(hello) && !is_reset(hello) && decode(hello).is_none());
+        assert!(is_reset(reset) && !is_server_op(reset) && decode(reset).is_none());
+        assert_eq!(decode(&envelope), Some((3, 1_700_000_000_000_000_000)));
+        assert!(!is_reset(&envelope) && !is_server_op(&envelope));
+    }
 
     #[test]
     fn encodes_exact_sizes_and_decodes_back() {

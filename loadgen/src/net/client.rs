@@ -580,8 +580,19 @@ impl Core {
         }
     }
 
-    /// One message (a whole WebSocket message or SSE event's data).
+    /// One message (a whole WebSocket message or SSE event's data). Only messages that
+    /// carry a published body count as deliveries: the server's own messages (its
+    /// `hello`, op replies) are skipped, and its `reset`s (a gap the server declares) are
+    /// counted apart.
     fn on_message(&mut self, slot: u32, payload: &[u8]) {
+        let Some((seq, at_ns)) = body::decode(payload) else {
+            if body::is_reset(payload) {
+                self.res.resets += 1;
+            } else if !body::is_server_op(payload) {
+                self.res.unparsed += 1;
+            }
+            return;
+        };
         let now_us = self.now_us();
         let conn = self.conns.slot_mut(slot);
         if !conn.has(flag::FIRST_SEEN) {
@@ -594,10 +605,6 @@ impl Core {
             self.res.unmeasured += 1;
             return;
         }
-        let Some((seq, at_ns)) = body::decode(payload) else {
-            self.res.unparsed += 1;
-            return;
-        };
         let now_ns = self.setup.clock.unix_ns();
         self.res.delivery[usize::from(conn.transport)]
             .record_us(now_ns.saturating_sub(at_ns) / 1000);

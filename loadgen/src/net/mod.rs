@@ -291,6 +291,8 @@ pub struct ThreadResult {
     pub unmeasured: u64,
     /// Messages that carried no loadgen body (`lg_seq`/`lg_at_ns`).
     pub unparsed: u64,
+    /// `reset` messages: the server declared a gap (history exceeded, messages dropped).
+    pub resets: u64,
     pub attempts: u64,
     pub churned: u64,
     pub failed: u64,
@@ -314,6 +316,7 @@ impl ThreadResult {
             timeline: Timeline::new(),
             unmeasured: 0,
             unparsed: 0,
+            resets: 0,
             attempts: 0,
             churned: 0,
             failed: 0,
@@ -342,6 +345,7 @@ impl ThreadResult {
         self.timeline.merge(&o.timeline);
         self.unmeasured += o.unmeasured;
         self.unparsed += o.unparsed;
+        self.resets += o.resets;
         self.attempts += o.attempts;
         self.churned += o.churned;
         self.failed += o.failed;

@@ -232,6 +232,7 @@ fn run_one(
     put("delivery_window_s", window.as_secs_f64().into());
     put("deliveries_unmeasured", res.unmeasured.into());
     put("deliveries_without_body", res.unparsed.into());
+    put("server_resets", res.resets.into());
     put("gaps", res.seq.gaps.into());
     put(
         "publish_lag_us",
