@@ -1,10 +1,16 @@
 //! The engine's settings: the `serve` flags (each with help), their value parsers
-//! (`15s`, `500ms`, `4KiB`, `1M`), and the limits derived from them.
+//! (`15s`, `500ms`, `4KiB`, `1M`), and the limits derived from them. Every flag is
+//! also a TOML key and a `SWITCHBOARD_*` variable: [`sources`] layers them.
 
+pub mod sources;
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+use crate::auth::{self, MIN_SECRET_BYTES, OriginRule};
 
 /// Largest message a client may send on `/echo` (Autobahn's 9.* cases need 16 MiB).
 pub const ECHO_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
@@ -20,6 +26,42 @@ pub const PARK_PAUSE_BYTES: usize = 64 * 1024;
 pub const MAX_HEADERS_LIMIT: usize = 256;
 /// The timer wheel's resolution.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Shortest `--publisher-secret` accepted.
+pub const MIN_PUBLISHER_SECRET_BYTES: usize = 16;
+
+/// Whether clients must present a token.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone may subscribe and publish.
+    Off,
+    /// Subscribers need a token granting their topics; publishers a token granting the
+    /// topic, or the publisher secret.
+    Required,
+}
+
+/// A secret setting: its `Debug` never shows it, and its parser never echoes it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The value parser of secret flags (it never puts the value in its error).
+    pub fn parse(s: &str) -> Result<Secret, String> {
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -37,6 +79,28 @@ pub struct ServeArgs {
     /// conformance testing.
     #[arg(long)]
     pub echo: bool,
+
+    /// `off`: anyone may subscribe and publish. `required`: WebSocket, SSE and poll
+    /// clients need a JWT (HS256) granting their topics, publishers a JWT granting the
+    /// topic or the publisher secret.
+    #[arg(long, value_enum, default_value = "off")]
+    pub auth: AuthMode,
+
+    /// The HS256 key of the tokens (at least 32 bytes); required with `--auth required`.
+    #[arg(long, value_name = "SECRET", value_parser = Secret::parse)]
+    pub jwt_secret: Option<Secret>,
+
+    /// A shared secret (at least 16 bytes) publishers may present as
+    /// `Authorization: Bearer <secret>` instead of a token.
+    #[arg(long, value_name = "SECRET", value_parser = Secret::parse)]
+    pub publisher_secret: Option<Secret>,
+
+    /// Origins browsers may connect from, comma-separated (`https://app.example.com`,
+    /// `http://localhost:3000`); `*` allows any. Requests without `Origin` (non-browser
+    /// clients) are always allowed.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "*",
+          value_parser = auth::parse_origin_rule)]
+    pub allowed_origins: Vec<OriginRule>,
 
     /// Connections one shard can hold: the size of its fixed-file table, at most the
     /// open-file limit (RLIMIT_NOFILE) [default: that limit].
@@ -68,8 +132,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64)]
     pub max_headers: usize,
 
-    /// Bytes queued for one connection that does not read before it is closed as a slow
-    /// consumer (WebSocket 1013, SSE end of stream).
+    /// Bytes queued for one connection that does not read before --slow-policy applies
+    /// (by default it is closed as a slow consumer: WebSocket 1013, SSE end of stream).
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     pub max_queued_bytes: usize,
 
@@ -80,11 +144,79 @@ pub struct ServeArgs {
     /// Size of each receive buffer.
     #[arg(long, default_value = "4KiB", value_parser = parse_size)]
     pub recv_buffer_size: usize,
+
+    /// Messages of history kept per topic for resumes (0: no history).
+    #[arg(long, default_value_t = 64)]
+    pub history_size: usize,
+
+    /// Age after which a message leaves history (0: no age limit).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub history_ttl: Duration,
+
+    /// Topics the router remembers (sequence number and history); past it, the topic
+    /// published least recently is forgotten.
+    #[arg(long, default_value = "65536", value_parser = parse_count)]
+    pub history_topics: u32,
+
+    /// How long `GET /poll` holds a request that has nothing to answer yet.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub poll_timeout: Duration,
+
+    /// What happens to a subscriber whose send queue passes --max-queued-bytes or
+    /// --max-queued-messages: `close` (WebSocket 1013, SSE end of stream) or `drop` (its
+    /// queued messages are discarded, and a reset per topic follows once it caught up).
+    #[arg(long, value_enum, default_value = "close")]
+    pub slow_policy: crate::shard::SlowPolicy,
+
+    /// Messages queued for one connection that does not read before --slow-policy
+    /// applies.
+    #[arg(long, default_value = "8192", value_parser = parse_count)]
+    pub max_queued_messages: u32,
 }
 
 impl ServeArgs {
+    /// The auth settings as the shards use them.
+    pub fn auth_policy(&self) -> auth::Policy {
+        auth::Policy {
+            required: self.auth == AuthMode::Required,
+            verifier: self
+                .jwt_secret
+                .as_ref()
+                .map(|s| auth::Verifier::new(s.expose().as_bytes())),
+            publisher_secret: self
+                .publisher_secret
+                .as_ref()
+                .map(|s| auth::PublisherSecret::new(s.expose().as_bytes())),
+            origins: auth::AllowList::new(&self.allowed_origins),
+        }
+    }
+
     /// Checks the combinations a value parser cannot see.
     pub fn validate(&self) -> Result<(), String> {
+        if self.auth == AuthMode::Required && self.jwt_secret.is_none() {
+            return Err("auth = \"required\" needs jwt_secret (--jwt-secret, \
+                        SWITCHBOARD_JWT_SECRET or auth.jwt_secret in the config file)"
+                .into());
+        }
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < MIN_SECRET_BYTES)
+        {
+            return Err(format!(
+                "jwt_secret (--jwt-secret) must be at least {MIN_SECRET_BYTES} bytes"
+            ));
+        }
+        if self
+            .publisher_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < MIN_PUBLISHER_SECRET_BYTES)
+        {
+            return Err(format!(
+                "publisher_secret (--publisher-secret) must be at least \
+                 {MIN_PUBLISHER_SECRET_BYTES} bytes"
+            ));
+        }
         if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
             return Err(format!(
                 "--recv-buffers {} must be a power of two <= 32768",

@@ -10,10 +10,12 @@
 //! - [`shard`]: the connection shard: event loop, connections, HTTP, WebSocket, SSE.
 //! - [`pubsub`]: the router and the links between it and the shards.
 //! - [`config`], [`metrics`], [`server`]: settings, counters, start-up.
+//! - [`auth`]: JWT HS256 verification, topic grants, token extraction, origins (pure).
 //!
 //! The wire codecs are in the `switchboard-proto` crate: pure functions over bytes.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod pubsub;

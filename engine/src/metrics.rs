@@ -30,6 +30,21 @@ pub struct ShardMetrics {
     pub ws_closes: [AtomicU64; CLOSE_CODES.len() + 1],
     pub deliveries_ws: AtomicU64,
     pub deliveries_sse: AtomicU64,
+    pub deliveries_poll: AtomicU64,
+    /// Messages and resets sent from history to resuming subscribers.
+    pub replayed: AtomicU64,
+    pub resets_sent: AtomicU64,
+    /// Long-polls held (nothing to answer at once), answered with messages, timed out.
+    pub polls_held: AtomicU64,
+    pub polls_answered: AtomicU64,
+    pub polls_timed_out: AtomicU64,
+    /// Messages for a direct address delivered, or dropped (the connection was gone).
+    pub direct_delivered: AtomicU64,
+    pub direct_dropped: AtomicU64,
+    /// `drop` policy: episodes, messages discarded, resets sent once caught up.
+    pub slow_consumer_drops: AtomicU64,
+    pub dropped_messages: AtomicU64,
+    pub drop_resets: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_rejected_busy: AtomicU64,
@@ -95,7 +110,67 @@ impl Registry {
                 );
             }
         }
-        let per_shard: [Family; 16] = [
+        let per_shard: [Family; 26] = [
+            (
+                "switchboard_slow_consumer_drops_total",
+                "counter",
+                "Times a subscriber passed its queue bound under --slow-policy drop.",
+                |m| &m.slow_consumer_drops,
+            ),
+            (
+                "switchboard_dropped_messages_total",
+                "counter",
+                "Messages discarded for slow subscribers under --slow-policy drop.",
+                |m| &m.dropped_messages,
+            ),
+            (
+                "switchboard_drop_resets_total",
+                "counter",
+                "Resets sent to slow subscribers once they caught up after drops.",
+                |m| &m.drop_resets,
+            ),
+            (
+                "switchboard_direct_delivered_total",
+                "counter",
+                "Messages for a direct address (client.<id>) queued to its connection.",
+                |m| &m.direct_delivered,
+            ),
+            (
+                "switchboard_direct_dropped_total",
+                "counter",
+                "Messages for a direct address whose connection was gone.",
+                |m| &m.direct_dropped,
+            ),
+            (
+                "switchboard_replayed_messages_total",
+                "counter",
+                "Messages sent from history to resuming subscribers.",
+                |m| &m.replayed,
+            ),
+            (
+                "switchboard_resets_sent_total",
+                "counter",
+                "Reset notices sent: a resume reached further back than history.",
+                |m| &m.resets_sent,
+            ),
+            (
+                "switchboard_polls_held_total",
+                "counter",
+                "Long-polls held because nothing was there to answer at once.",
+                |m| &m.polls_held,
+            ),
+            (
+                "switchboard_polls_answered_total",
+                "counter",
+                "Long-polls answered with messages or resets.",
+                |m| &m.polls_answered,
+            ),
+            (
+                "switchboard_polls_timed_out_total",
+                "counter",
+                "Held long-polls answered empty at --poll-timeout.",
+                |m| &m.polls_timed_out,
+            ),
             (
                 "switchboard_accepted_total",
                 "counter",
@@ -141,7 +216,7 @@ impl Registry {
             (
                 "switchboard_slow_consumer_closes_total",
                 "counter",
-                "Connections closed because their send queue passed --max-queued-bytes.",
+                "Connections closed because their send queue passed its bound (--slow-policy close).",
                 |m| &m.slow_consumer_closes,
             ),
             (
@@ -217,6 +292,11 @@ impl Registry {
                 "switchboard_deliveries_total{{shard=\"{i}\",transport=\"sse\"}} {}",
                 m.deliveries_sse.load(Relaxed)
             );
+            let _ = writeln!(
+                out,
+                "switchboard_deliveries_total{{shard=\"{i}\",transport=\"poll\"}} {}",
+                m.deliveries_poll.load(Relaxed)
+            );
         }
         header(
             &mut out,
@@ -254,7 +334,37 @@ impl Registry {
         }
 
         let r = &self.router;
-        let router: [(&str, &str, &str, &AtomicU64); 4] = [
+        let router: [(&str, &str, &str, &AtomicU64); 9] = [
+            (
+                "switchboard_history_messages",
+                "gauge",
+                "Messages retained in history over all topics.",
+                &r.history_messages,
+            ),
+            (
+                "switchboard_history_topics_evicted_total",
+                "counter",
+                "Topics forgotten because --history-topics was reached.",
+                &r.history_topics_evicted,
+            ),
+            (
+                "switchboard_router_replays_total",
+                "counter",
+                "Resumes answered by the router.",
+                &r.replays,
+            ),
+            (
+                "switchboard_router_replayed_messages_total",
+                "counter",
+                "Messages replayed from history.",
+                &r.replayed_messages,
+            ),
+            (
+                "switchboard_router_resets_total",
+                "counter",
+                "Resets issued: resumes that reached further back than history.",
+                &r.resets,
+            ),
             (
                 "switchboard_router_published_total",
                 "counter",
@@ -270,7 +380,7 @@ impl Registry {
             (
                 "switchboard_router_topics",
                 "gauge",
-                "Topics the router keeps a sequence number for.",
+                "Topics the router remembers (sequence number and history).",
                 &r.topics,
             ),
             (

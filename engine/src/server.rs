@@ -14,8 +14,9 @@ use switchboard_proto::http1;
 use crate::config::{self, MAX_HEADERS_LIMIT, ServeArgs};
 use crate::metrics::{Registry, ShardMetrics};
 use crate::pubsub::MAX_SHARDS;
+use crate::pubsub::history::HistoryLimits;
 use crate::pubsub::link::{self, Doorbell, RouterEnd};
-use crate::pubsub::router::{Router, RouterMetrics};
+use crate::pubsub::router::{Router, RouterMetrics, RouterSettings};
 use crate::shard::{Settings, Shard, ShardInit};
 use crate::uring::{Ring, probe};
 
@@ -38,8 +39,15 @@ impl Running {
     }
 }
 
-pub fn settings(args: &ServeArgs, max_conns: u32) -> Settings {
+/// Longest `--poll-timeout`: a held poll's deadline must fit the shards' timer wheel.
+pub const MAX_POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
+/// Largest `--history-size` (messages per topic).
+pub const MAX_HISTORY_SIZE: usize = 1 << 16;
+
+pub fn settings(args: &ServeArgs, max_conns: u32, epoch: u32) -> Settings {
     Settings {
+        epoch,
+        poll_timeout: args.poll_timeout,
         echo: args.echo,
         max_conns,
         http: http1::Limits {
@@ -48,6 +56,8 @@ pub fn settings(args: &ServeArgs, max_conns: u32) -> Settings {
         },
         max_publish_bytes: args.max_publish_bytes,
         max_queued_bytes: args.max_queued_bytes as u32,
+        max_queued_messages: args.max_queued_messages,
+        slow_policy: args.slow_policy,
         request_timeout: args.request_timeout,
         sse_heartbeat: args.sse_heartbeat,
         sse_retry: args.sse_retry,
@@ -56,9 +66,44 @@ pub fn settings(args: &ServeArgs, max_conns: u32) -> Settings {
     }
 }
 
+/// This instance's epoch: 32 random bits from the OS (never 0), so that positions of an
+/// earlier run of the server are recognised as such.
+fn random_epoch() -> Result<u32> {
+    use std::io::Read;
+    let mut bytes = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(u32::from_ne_bytes(bytes).max(1))
+}
+
 /// Starts every thread and returns once all shards accept connections.
 pub fn start(args: &ServeArgs) -> Result<Running> {
     args.validate().map_err(anyhow::Error::msg)?;
+    if !(config::TICK..=MAX_POLL_TIMEOUT).contains(&args.poll_timeout) {
+        bail!(
+            "--poll-timeout must be between {:?} and {MAX_POLL_TIMEOUT:?}",
+            config::TICK
+        );
+    }
+    if args.history_size > MAX_HISTORY_SIZE {
+        bail!("--history-size must be at most {MAX_HISTORY_SIZE}");
+    }
+    if args.history_topics == 0 {
+        bail!("--history-topics must be at least 1");
+    }
+    if args.max_queued_messages == 0 {
+        bail!("--max-queued-messages must be at least 1");
+    }
+    let epoch = random_epoch()?;
+    let router_settings = RouterSettings {
+        epoch,
+        history: HistoryLimits {
+            size: args.history_size,
+            ttl: (!args.history_ttl.is_zero()).then_some(args.history_ttl),
+            topics: args.history_topics as usize,
+        },
+    };
     let shards = usize::from(args.shards.unwrap_or_else(|| {
         thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS) as u16)
     }));
@@ -93,9 +138,16 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         let Ok((links, shard_bells)) = router_setup.recv() else {
             return Ok(());
         };
-        Router::new(ring, bell, links, shard_bells, metrics_for_router)
-            .run()
-            .map_err(Into::into)
+        Router::new(
+            ring,
+            bell,
+            links,
+            shard_bells,
+            metrics_for_router,
+            router_settings,
+        )
+        .run()
+        .map_err(Into::into)
     })?;
     let (router_bell, task_run) = router_ready
         .recv()
@@ -115,7 +167,7 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         shards: metrics.clone(),
         router: router_metrics.clone(),
     });
-    let settings = Arc::new(settings(args, max_conns));
+    let settings = Arc::new(settings(args, max_conns, epoch));
 
     let (ready_tx, ready) = mpsc::channel();
     let mut router_links = Vec::with_capacity(shards);

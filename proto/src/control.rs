@@ -4,6 +4,7 @@
 //! replies the server writes (`subscribed`, `unsubscribed`, `error`).
 
 use crate::envelope::write_json_string;
+use crate::position::{Position, PositionError};
 use crate::topic::{TopicError, parse_pattern};
 use serde_json::Value;
 
@@ -22,7 +23,11 @@ pub const MAX_ECHO_BYTES: usize = 64;
 /// duplicates are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOp {
-    Subscribe(Vec<String>),
+    /// Subscribe; with `since`, first replay what the topics had after that position.
+    Subscribe {
+        topics: Vec<String>,
+        since: Option<Position>,
+    },
     Unsubscribe(Vec<String>),
 }
 
@@ -53,6 +58,10 @@ pub enum OpError {
     EmptyTopics,
     #[error("too many topics: {count} (at most {MAX_TOPICS_PER_OP} per message)")]
     TooManyTopics { count: usize },
+    #[error("\"since\" must be a position string: {0}")]
+    BadSince(PositionError),
+    #[error("\"since\" is only for \"subscribe\"")]
+    SinceNotSubscribe,
     #[error("invalid topic pattern \"{pattern}\" (topics[{index}]): {error}")]
     BadPattern {
         index: usize,
@@ -116,8 +125,14 @@ pub fn parse_client_op(text: &[u8]) -> Result<ClientOp, OpError> {
         })?;
         topics.push(pattern.clone());
     }
+    let since = match map.get("since") {
+        None | Some(Value::Null) => None,
+        Some(_) if !subscribe => return Err(OpError::SinceNotSubscribe),
+        Some(Value::String(s)) => Some(Position::parse(s).map_err(OpError::BadSince)?),
+        Some(_) => return Err(OpError::BadSince(PositionError::Malformed)),
+    };
     Ok(if subscribe {
-        ClientOp::Subscribe(topics)
+        ClientOp::Subscribe { topics, since }
     } else {
         ClientOp::Unsubscribe(topics)
     })
@@ -146,6 +161,14 @@ pub fn write_unsubscribed(out: &mut Vec<u8>, topics: &[&str]) {
     write_topics_reply(out, "unsubscribed", topics);
 }
 
+/// Appends `{"op":"hello","id":<id>}`: the connection's direct address is
+/// `client.<id>`.
+pub fn write_hello(out: &mut Vec<u8>, id: &str) {
+    out.extend_from_slice(b"{\"op\":\"hello\",\"id\":");
+    write_json_string(out, id);
+    out.push(b'}');
+}
+
 /// Appends `{"op":"error","error":<message>}`.
 pub fn write_error(out: &mut Vec<u8>, message: &str) {
     out.extend_from_slice(b"{\"op\":\"error\",\"error\":");
@@ -166,7 +189,10 @@ mod tests {
     fn parses_subscribe_and_unsubscribe() {
         assert_eq!(
             parse_client_op(br#"{"op":"subscribe","topics":["a","b.*"]}"#),
-            Ok(ClientOp::Subscribe(strings(&["a", "b.*"])))
+            Ok(ClientOp::Subscribe {
+                topics: strings(&["a", "b.*"]),
+                since: None
+            })
         );
         assert_eq!(
             parse_client_op(br#" {"topics":["ami.endpoint.PJSIP/101"], "op":"unsubscribe"} "#),
@@ -175,10 +201,39 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_takes_an_optional_since_position() {
+        assert_eq!(
+            parse_client_op(br#"{"op":"subscribe","topics":["a"],"since":"0000abcd-17"}"#),
+            Ok(ClientOp::Subscribe {
+                topics: strings(&["a"]),
+                since: Some(Position {
+                    epoch: 0xabcd,
+                    gseq: 17
+                })
+            })
+        );
+        assert_eq!(
+            parse_client_op(br#"{"op":"subscribe","topics":["a"],"since":17}"#),
+            Err(OpError::BadSince(PositionError::Malformed))
+        );
+        assert_eq!(
+            parse_client_op(br#"{"op":"subscribe","topics":["a"],"since":"x-1"}"#),
+            Err(OpError::BadSince(PositionError::Malformed))
+        );
+        assert_eq!(
+            parse_client_op(br#"{"op":"unsubscribe","topics":["a"],"since":"0000abcd-1"}"#),
+            Err(OpError::SinceNotSubscribe)
+        );
+    }
+
+    #[test]
     fn ignores_unknown_fields_and_keeps_duplicates() {
         assert_eq!(
             parse_client_op(br#"{"op":"subscribe","id":5,"topics":["a","a"]}"#),
-            Ok(ClientOp::Subscribe(strings(&["a", "a"])))
+            Ok(ClientOp::Subscribe {
+                topics: strings(&["a", "a"]),
+                since: None
+            })
         );
     }
 
@@ -188,7 +243,10 @@ mod tests {
         let msg = json!({"op": "subscribe", "topics": topics}).to_string();
         assert_eq!(
             parse_client_op(msg.as_bytes()),
-            Ok(ClientOp::Subscribe(topics))
+            Ok(ClientOp::Subscribe {
+                topics,
+                since: None
+            })
         );
     }
 

@@ -188,6 +188,46 @@ pub fn write_envelope(out: &mut Vec<u8>, topic: &str, seq: u64, data_json: &[u8]
     out.push(b'}');
 }
 
+/// Appends the envelope with the message's stream position:
+/// `{"topic":<topic>,"seq":<seq>,"pos":"<pos>","data":<data_json>}`, no spaces.
+pub fn write_envelope_at(
+    out: &mut Vec<u8>,
+    topic: &str,
+    seq: u64,
+    pos: crate::position::Position,
+    data_json: &[u8],
+) {
+    out.reserve(
+        topic
+            .len()
+            .saturating_add(data_json.len())
+            .saturating_add(80),
+    );
+    out.extend_from_slice(b"{\"topic\":");
+    write_json_string(out, topic);
+    out.extend_from_slice(b",\"seq\":");
+    write_u64(out, seq);
+    out.extend_from_slice(b",\"pos\":\"");
+    pos.write(out);
+    out.extend_from_slice(b"\",\"data\":");
+    out.extend_from_slice(data_json);
+    out.push(b'}');
+}
+
+/// Appends a reset notice, `{"topic":<topic>,"reset":true,"seq":<seq>}` (`seq` left
+/// out when `None`): messages of `topic` (a topic, or a pattern when the loss cannot be
+/// told per topic) after the client's position may be missing, up to `seq` included.
+pub fn write_reset(out: &mut Vec<u8>, topic: &str, seq: Option<u64>) {
+    out.extend_from_slice(b"{\"topic\":");
+    write_json_string(out, topic);
+    out.extend_from_slice(b",\"reset\":true");
+    if let Some(seq) = seq {
+        out.extend_from_slice(b",\"seq\":");
+        write_u64(out, seq);
+    }
+    out.push(b'}');
+}
+
 /// Appends the publish acknowledgement `{"topic":<topic>,"seq":<seq>}` (the body
 /// of the HTTP 202 answer to a publish).
 pub fn write_publish_ack(out: &mut Vec<u8>, topic: &str, seq: u64) {
@@ -326,6 +366,26 @@ mod tests {
         let body = "not json: \"quotes\", \\ and \u{2028} and \x01";
         let got = data_json(body.as_bytes()).unwrap();
         assert_eq!(parse(&got), Value::String(body.into()));
+    }
+
+    #[test]
+    fn positioned_envelope_and_reset_exact_bytes() {
+        let pos = crate::position::Position {
+            epoch: 0xab,
+            gseq: 42,
+        };
+        let mut out = Vec::new();
+        write_envelope_at(&mut out, "a.b", 7, pos, b"[1]");
+        assert_eq!(
+            out,
+            br#"{"topic":"a.b","seq":7,"pos":"000000ab-42","data":[1]}"#
+        );
+        out.clear();
+        write_reset(&mut out, "a.b", Some(9));
+        assert_eq!(out, br#"{"topic":"a.b","reset":true,"seq":9}"#);
+        out.clear();
+        write_reset(&mut out, "a.*", None);
+        assert_eq!(out, br#"{"topic":"a.*","reset":true}"#);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! loadgen and ami-sim share these, and they are tested byte by byte and in fragments.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod ami;
 pub mod control;
 pub mod envelope;
 pub mod http1;
+pub mod position;
 pub mod sse;
 pub mod topic;
 pub mod ws;

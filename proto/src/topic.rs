@@ -20,6 +20,21 @@ pub const TOPIC_PUNCTUATION: &str = "-_:/@+=~!$'(),;";
 /// The suffix that turns a topic into a subtree pattern.
 pub const SUBTREE_SUFFIX: &str = ".*";
 
+/// The namespace of direct addresses: `client.<id>` reaches one connection. Clients
+/// cannot subscribe to anything in it (see [`is_reserved`]).
+pub const DIRECT_PREFIX: &str = "client.";
+
+/// Whether `topic` is a direct address (`client.` and more).
+pub fn is_direct(topic: &str) -> bool {
+    topic.starts_with(DIRECT_PREFIX)
+}
+
+/// Whether a subscription to `name` (a topic, or a subtree's prefix) would reach into
+/// the direct-address namespace: `client` itself or anything below it.
+pub fn is_reserved(name: &str) -> bool {
+    name == "client" || is_direct(name)
+}
+
 /// Why a topic or pattern was rejected. The messages are shown to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -172,6 +187,13 @@ pub fn ancestors(topic: &str) -> Ancestors<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_namespace_is_reserved() {
+        assert!(is_reserved("client") && is_reserved("client.abc"));
+        assert!(!is_reserved("clients") && !is_reserved("a.client"));
+        assert!(is_direct("client.00") && !is_direct("client"));
+    }
 
     #[test]
     fn accepts_valid_topics() {

@@ -2214,6 +2214,10 @@ import time; time.sleep(60)
         assert_eq!(r.status, 202, "{}", r.text());
         let seq = r.json()["seq"].clone();
 
+        // Each connection's first message is its hello (PROTOCOL.md "Direct addresses").
+        let hello = ws.recv_json(DEFAULT_TIMEOUT).expect("the hello");
+        assert_eq!(hello["op"], "hello");
+        assert_eq!(sse.expect_event(DEFAULT_TIMEOUT).event, "hello");
         let got = ws.recv_json(DEFAULT_TIMEOUT).expect("a WebSocket message");
         assert_eq!(
             (&got["topic"], &got["seq"], &got["data"]["n"]),

@@ -19,7 +19,7 @@ use common::*;
 use serde_json::{Value, json};
 use switchboard_e2e::*;
 
-/// PROTOCOL.md "The envelope": every message is exactly `{"topic","seq","data"}`;
+/// PROTOCOL.md "The envelope": every message is exactly `{"topic","seq","pos","data"}`;
 /// `data` is the body when the body is one JSON value (surrounding whitespace trimmed),
 /// otherwise the body as a JSON string (`hello` -> `"hello"`, empty -> `""`).
 /// "Publishing": the answer is `202` `{"topic","seq"}`.
@@ -30,9 +30,15 @@ fn ws_envelope_for_json_and_text_bodies() {
 
     // The compact JSON case, byte for byte as PROTOCOL.md shows it.
     assert_eq!(publish(server.addr(), "env.t", br#"{"text":"hello"}"#), 1);
+    let text = next_text(&mut ws);
+    let pos = serde_json::from_str::<Value>(&text).unwrap()["pos"]
+        .as_str()
+        .expect("pos")
+        .to_string();
+    pos_gseq(&pos);
     assert_eq!(
-        ws.recv_text(DEFAULT_TIMEOUT).as_deref(),
-        Some(r#"{"topic":"env.t","seq":1,"data":{"text":"hello"}}"#)
+        text,
+        format!(r#"{{"topic":"env.t","seq":1,"pos":"{pos}","data":{{"text":"hello"}}}}"#)
     );
 
     let cases: Vec<(&[u8], Value)> = vec![
@@ -72,11 +78,11 @@ fn ws_envelope_for_json_and_text_bodies() {
     for (i, (body, data)) in cases.iter().enumerate() {
         let seq = publish(server.addr(), "env.t", body);
         assert_eq!(seq, i as u64 + 2, "seq of publish #{}", i + 2);
-        let text = ws
-            .recv_text(DEFAULT_TIMEOUT)
-            .unwrap_or_else(|| panic!("no message for body {:?}", String::from_utf8_lossy(body)));
-        let got: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("envelope is not JSON ({e}): {text:?}"));
+        let text = next_text(&mut ws);
+        let got: Value = strip_pos(
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("envelope is not JSON ({e}): {text:?}")),
+        );
         assert_eq!(
             got,
             json!({"topic": "env.t", "seq": seq, "data": data}),
@@ -126,8 +132,11 @@ fn topics_with_slash_punctuation_and_max_length() {
     let want = json!({"topic": "ami.endpoint.PJSIP/101", "seq": 1, "data": {"state": "ringing"}});
     assert_eq!(next_json(&mut plain), want);
     assert_eq!(next_json(&mut encoded), want);
-    let ev = sse.expect_event(DEFAULT_TIMEOUT);
-    assert_eq!(serde_json::from_str::<Value>(&ev.data).unwrap(), want);
+    let ev = next_sse(&mut sse);
+    assert_eq!(
+        strip_pos(serde_json::from_str::<Value>(&ev.data).unwrap()),
+        want
+    );
 
     // Every allowed punctuation byte (percent-encoded where a URL needs it).
     let topic = "p.-_:/@+=~!$'(),;.x";
@@ -159,8 +168,8 @@ fn subscribe_op_acks_listing_topics_then_delivers() {
     let mut ws = ws_connect(&server.ws_url("/ws"));
     ws.send_text(r#"{"op":"subscribe","topics":["ops.a","ops.b.*"]}"#);
     assert_eq!(
-        ws.recv_text(DEFAULT_TIMEOUT).as_deref(),
-        Some(r#"{"op":"subscribed","topics":["ops.a","ops.b.*"]}"#)
+        next_text(&mut ws),
+        r#"{"op":"subscribed","topics":["ops.a","ops.b.*"]}"#
     );
     assert_eq!(publish(server.addr(), "ops.a", b"1"), 1);
     assert_eq!(publish(server.addr(), "ops.b.c", b"2"), 1);

@@ -17,8 +17,9 @@ fn blocks(body: &str) -> Vec<&str> {
 
 /// PROTOCOL.md "Server-Sent Events": `200` with `Content-Type: text/event-stream`,
 /// `Cache-Control: no-cache`, `X-Accel-Buffering: no`; `retry:` (`--sse-retry`) once at
-/// the start; then each message is one event, `id: N` followed by the envelope in one
-/// `data:` line — the same envelope WebSocket subscribers get. Read as raw bytes, so the
+/// the start; then the `hello` event with the connection's direct address; then each
+/// message is one event, `id: <pos>` followed by the envelope in one `data:` line — the
+/// same envelope WebSocket subscribers get, whose `pos` is the id. Read as raw bytes, so the
 /// wire format itself is checked (identity transfer coding assumed).
 #[test]
 fn sse_head_retry_once_and_one_event_per_message() {
@@ -80,7 +81,7 @@ fn sse_head_retry_once_and_one_event_per_message() {
     for body in bodies {
         publish(addr, "raw.t", body);
     }
-    let want_blocks = 1 + bodies.len();
+    let want_blocks = 2 + bodies.len();
     read_until(&mut stream, &mut buf, DEFAULT_TIMEOUT, |b| {
         blocks(&String::from_utf8_lossy(b)).len() >= want_blocks && b.ends_with(b"\n\n")
     });
@@ -91,24 +92,28 @@ fn sse_head_retry_once_and_one_event_per_message() {
         1,
         "retry: only once: {body:?}"
     );
-    let events = &blocks(&body)[1..];
+    let hello: Vec<&str> = blocks(&body)[1].split('\n').collect();
+    assert_eq!(hello[0], "event: hello", "{body:?}");
+    hello_id(&serde_json::from_str(hello[1].strip_prefix("data: ").unwrap()).unwrap());
+    let events = &blocks(&body)[2..];
     assert_eq!(events.len(), bodies.len(), "{body:?}");
     let mut last_id = 0;
     for (i, event) in events.iter().enumerate() {
         let lines: Vec<&str> = event.split('\n').collect();
         assert_eq!(lines.len(), 2, "one id line and one data line: {event:?}");
-        let id: u64 = lines[0]
+        let pos = lines[0]
             .strip_prefix("id: ")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("first line is `id: N`: {event:?}"));
+            .unwrap_or_else(|| panic!("first line is `id: POS`: {event:?}"));
+        let id = pos_gseq(pos);
         assert!(id > last_id, "{body:?}");
         last_id = id;
         let data = lines[1]
             .strip_prefix("data: ")
             .unwrap_or_else(|| panic!("second line is `data: `: {event:?}"));
-        let ws_text = ws.recv_text(DEFAULT_TIMEOUT).unwrap();
+        let ws_text = next_text(&mut ws);
         assert_eq!(data, ws_text, "SSE and WebSocket envelopes differ");
         let env: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(env["pos"], pos, "the id is the envelope's pos");
         assert_eq!(
             (&env["topic"], &env["seq"]),
             (&json!("raw.t"), &json!(i + 1))
@@ -122,7 +127,7 @@ fn sse_default_retry_is_3000() {
     let server = Server::start(&["--shards", "1"]);
     let mut sse = SseClient::connect(server.addr(), "/sse?topic=r.t");
     publish(server.addr(), "r.t", b"1");
-    sse.expect_event(DEFAULT_TIMEOUT);
+    next_sse(&mut sse);
     assert_eq!(sse.retry(), Some(3000));
 }
 
@@ -145,11 +150,11 @@ fn sse_multiline_json_body_arrives_intact() {
     ];
     for (i, body) in bodies.iter().enumerate() {
         let seq = publish(server.addr(), "ml.t", body.as_bytes());
-        let ws_text = ws.recv_text(DEFAULT_TIMEOUT).unwrap();
-        let event = sse.expect_event(DEFAULT_TIMEOUT);
-        let got: Value = serde_json::from_str(&event.data).unwrap_or_else(|e| {
+        let ws_text = next_text(&mut ws);
+        let event = next_sse(&mut sse);
+        let got: Value = strip_pos(serde_json::from_str(&event.data).unwrap_or_else(|e| {
             panic!("body #{i} {body:?}: data not JSON ({e}): {:?}", event.data)
-        });
+        }));
         assert_eq!(
             got,
             json!({"topic": "ml.t", "seq": seq, "data": want_data}),
@@ -157,7 +162,7 @@ fn sse_multiline_json_body_arrives_intact() {
             event.data
         );
         assert_eq!(
-            serde_json::from_str::<Value>(&ws_text).unwrap(),
+            strip_pos(serde_json::from_str::<Value>(&ws_text).unwrap()),
             got,
             "body #{i}: WebSocket {ws_text:?}"
         );
@@ -168,7 +173,7 @@ fn sse_multiline_json_body_arrives_intact() {
     }
 }
 
-/// PROTOCOL.md "Server-Sent Events": the `id` is the router-wide sequence number: the
+/// PROTOCOL.md "Positions": the `id` is the message's position (router-wide): the
 /// same message has the same id for every subscriber, and ids increase across topics in
 /// publish order.
 #[test]
@@ -191,9 +196,10 @@ fn sse_ids_are_router_wide_in_publish_order() {
     }
     let mut id_of = vec![0u64; order.len()];
     let mut last = 0;
+    let mut pos_of = vec![String::new(); order.len()];
     for _ in 0..order.len() {
-        let ev = both.expect_event(DEFAULT_TIMEOUT);
-        let id: u64 = ev.id.parse().unwrap();
+        let ev = next_sse(&mut both);
+        let id = pos_gseq(&ev.id);
         assert!(
             id > last,
             "ids increase along the stream: {id} after {last}"
@@ -201,6 +207,7 @@ fn sse_ids_are_router_wide_in_publish_order() {
         last = id;
         let env: Value = serde_json::from_str(&ev.data).unwrap();
         id_of[env["data"]["i"].as_u64().unwrap() as usize] = id;
+        pos_of[env["data"]["i"].as_u64().unwrap() as usize] = ev.id.clone();
     }
     assert!(
         id_of.windows(2).all(|w| w[0] < w[1]),
@@ -208,15 +215,15 @@ fn sse_ids_are_router_wide_in_publish_order() {
     );
     for sub in &mut only_a {
         for (i, _) in order.iter().enumerate().filter(|(_, t)| **t == "id.a") {
-            let ev = sub.expect_event(DEFAULT_TIMEOUT);
+            let ev = next_sse(sub);
             let env: Value = serde_json::from_str(&ev.data).unwrap();
             assert_eq!(env["data"]["i"], i);
-            assert_eq!(ev.id, id_of[i].to_string(), "same message, same id");
+            assert_eq!(ev.id, pos_of[i], "same message, same id");
         }
     }
     for (i, _) in order.iter().enumerate().filter(|(_, t)| **t == "id.b") {
-        let ev = only_b.expect_event(DEFAULT_TIMEOUT);
-        assert_eq!(ev.id, id_of[i].to_string(), "same message, same id");
+        let ev = next_sse(&mut only_b);
+        assert_eq!(ev.id, pos_of[i], "same message, same id");
     }
 }
 
@@ -234,7 +241,12 @@ fn sse_heartbeat_comments_arrive() {
             "fewer than 3 heartbeats within {DEFAULT_TIMEOUT:?}: {:?}",
             sse.comments()
         );
-        assert_eq!(sse.next_event(std::time::Duration::from_millis(100)), None);
+        if let Some(ev) = sse.next_event(std::time::Duration::from_millis(100)) {
+            assert_eq!(
+                ev.event, "hello",
+                "only the hello before any publish: {ev:?}"
+            );
+        }
         assert!(!sse.is_closed(), "{:?}", sse.read_error());
     }
     assert!(
@@ -243,9 +255,9 @@ fn sse_heartbeat_comments_arrive() {
         sse.comments()
     );
     publish(server.addr(), "hb.t", b"1");
-    let ev = sse.expect_event(DEFAULT_TIMEOUT);
+    let ev = next_sse(&mut sse);
     assert_eq!(
-        serde_json::from_str::<Value>(&ev.data).unwrap(),
+        strip_pos(serde_json::from_str::<Value>(&ev.data).unwrap()),
         json!({"topic": "hb.t", "seq": 1, "data": 1})
     );
 }
@@ -275,5 +287,5 @@ fn sse_without_valid_topic_is_400() {
     // And a valid one still works.
     let mut sse = SseClient::connect(addr, "/sse?topic=ok");
     publish(addr, "ok", b"1");
-    sse.expect_event(DEFAULT_TIMEOUT);
+    next_sse(&mut sse);
 }

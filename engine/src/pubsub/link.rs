@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use bytes::Bytes;
 
 use super::ShardSet;
+use super::history::Replay;
+use switchboard_proto::position::Position;
 
 /// Identifies a connection across threads: its slot and the generation it had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +36,19 @@ pub enum ToRouter {
         subtree: bool,
         add: bool,
     },
-    /// Echoed back once everything the shard sent before it has been applied.
-    Barrier { id: u32 },
+    /// Echoed back once everything the shard sent before it has been applied; with
+    /// `resume`, the echo carries what those patterns had after a position.
+    Barrier {
+        id: u32,
+        resume: Option<Box<Resume>>,
+    },
+}
+
+/// A subscriber resuming: its patterns (`(name, subtree)`) and its position.
+#[derive(Debug)]
+pub struct Resume {
+    pub patterns: Vec<(Box<str>, bool)>,
+    pub since: Position,
 }
 
 /// One message as every subscriber receives it, encoded once per transport.
@@ -43,12 +56,15 @@ pub enum ToRouter {
 pub struct Message {
     pub topic: Box<str>,
     pub seq: u64,
-    /// The router-wide sequence number (the SSE `id`).
+    /// The router-wide sequence number: with the epoch, the message's position (the
+    /// envelope's `pos`, the SSE `id`).
     pub gseq: u64,
     /// A complete WebSocket text frame holding the envelope.
     pub ws_frame: Bytes,
     /// A complete SSE event holding the envelope.
     pub sse_event: Bytes,
+    /// The envelope alone (long-poll bodies), a slice of `ws_frame`'s bytes.
+    pub envelope: Bytes,
 }
 
 /// What the router sends a shard.
@@ -59,9 +75,16 @@ pub enum FromRouter {
         reply: ConnRef,
         topic: Box<str>,
         seq: u64,
+        /// Handed to at least one shard (false for a topic without subscribers, and for
+        /// a direct address no shard can hold, which is answered 404).
+        delivered: bool,
     },
+    /// The echo of a barrier: `gseq` is the router-wide sequence number reached when
+    /// it was applied; `replay` answers a `resume`.
     Barrier {
         id: u32,
+        gseq: u64,
+        replay: Option<Box<Replay>>,
     },
 }
 
@@ -173,12 +196,23 @@ mod tests {
     fn queues_carry_messages_in_order_and_are_bounded() {
         let (mut shard, mut router) = link();
         for id in 0..QUEUE_CAPACITY as u32 {
-            shard.outbox.push(ToRouter::Barrier { id }).unwrap();
+            shard
+                .outbox
+                .push(ToRouter::Barrier { id, resume: None })
+                .unwrap();
         }
-        assert!(shard.outbox.push(ToRouter::Barrier { id: 0 }).is_err());
+        assert!(
+            shard
+                .outbox
+                .push(ToRouter::Barrier {
+                    id: 0,
+                    resume: None
+                })
+                .is_err()
+        );
         for id in 0..QUEUE_CAPACITY as u32 {
             match router.inbox.pop().unwrap() {
-                ToRouter::Barrier { id: got } => assert_eq!(got, id),
+                ToRouter::Barrier { id: got, .. } => assert_eq!(got, id),
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -1,7 +1,9 @@
 //! Publish/subscribe between shards: the router thread that sequences and encodes every
-//! message, and the bounded links that carry messages, interest and barriers between it
-//! and the shards. No shard ever touches another shard's connections.
+//! message and keeps each topic's bounded history, and the bounded links that carry
+//! messages, interest, barriers and replays between it and the shards. No shard ever
+//! touches another shard's connections.
 
+pub mod history;
 pub mod link;
 pub mod router;
 

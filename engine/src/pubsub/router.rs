@@ -1,19 +1,26 @@
 //! The router: one thread that orders every publish. It gives each message its per-topic
-//! sequence number (and a router-wide one), encodes it once per transport, and hands the
-//! shared bytes to exactly the shards that have subscribers, over their SPSC links. It
-//! knows shards, never connections: each shard tells it when it gains or loses interest
-//! in a topic or subtree.
+//! sequence number and a router-wide one (the stream position), encodes it once per
+//! transport, keeps it in the topic's history, and hands the shared bytes to exactly the
+//! shards that have subscribers, over their SPSC links. It knows shards, never
+//! connections: each shard tells it when it gains or loses interest in a topic or
+//! subtree. Because it orders everything, it is also where a resume is answered: the
+//! replay leaves with the barrier that makes the subscription live, so nothing is
+//! missed or doubled between replay and live messages.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use switchboard_proto::address::DirectAddress;
+use switchboard_proto::position::Position;
 use switchboard_proto::{envelope, sse, topic, ws};
 
 use super::ShardSet;
-use super::link::{Doorbell, FromRouter, Message, RouterEnd, ToRouter};
-use crate::uring::{Completion, Ring, RingParams};
+use super::history::{History, HistoryLimits, Pattern};
+use super::link::{Doorbell, FromRouter, Message, Resume, RouterEnd, ToRouter};
+use crate::uring::{Completion, Kind, Ring, RingParams};
 
 /// Counters the router exports in `/metrics`.
 #[derive(Debug, Default)]
@@ -22,7 +29,26 @@ pub struct RouterMetrics {
     pub routed: AtomicU64,
     pub topics: AtomicU64,
     pub outbox_full_waits: AtomicU64,
+    /// Messages retained in history over all topics (gauge).
+    pub history_messages: AtomicU64,
+    /// Topics forgotten because `--history-topics` was reached.
+    pub history_topics_evicted: AtomicU64,
+    /// Resumes answered, messages replayed, resets sent.
+    pub replays: AtomicU64,
+    pub replayed_messages: AtomicU64,
+    pub resets: AtomicU64,
 }
+
+/// What the router needs from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct RouterSettings {
+    /// This server instance's epoch (random, not 0): the first part of every position.
+    pub epoch: u32,
+    pub history: HistoryLimits,
+}
+
+/// How often expired history is dropped and unused topics are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Messages handled before the router looks at its wake-ups again.
 const BATCH_MESSAGES: usize = 4096;
@@ -40,8 +66,10 @@ pub struct Router {
     exact: HashMap<Box<str>, ShardSet>,
     /// Shards with at least one subscriber of the subtree below the prefix.
     subtree: HashMap<Box<str>, ShardSet>,
-    /// The last sequence number given in each topic ever published.
-    seqs: HashMap<Box<str>, u64>,
+    /// Every remembered topic's sequence number and history.
+    history: History,
+    epoch: u32,
+    /// The router-wide sequence number of the last message.
     gseq: u64,
     /// Shards that were sent something since their doorbell was last rung.
     touched: ShardSet,
@@ -57,6 +85,7 @@ impl Router {
         links: Vec<RouterEnd>,
         shard_bells: Vec<Arc<Doorbell>>,
         metrics: Arc<RouterMetrics>,
+        settings: RouterSettings,
     ) -> Router {
         Router {
             ring,
@@ -65,7 +94,8 @@ impl Router {
             shard_bells,
             exact: HashMap::new(),
             subtree: HashMap::new(),
-            seqs: HashMap::new(),
+            history: History::new(settings.history),
+            epoch: settings.epoch,
             gseq: 0,
             touched: ShardSet::default(),
             metrics,
@@ -83,6 +113,7 @@ impl Router {
     }
 
     pub fn run(mut self) -> std::io::Result<()> {
+        self.ring.tick(SWEEP_INTERVAL);
         loop {
             let mut handled = 0;
             for shard in 0..self.links.len() {
@@ -105,8 +136,11 @@ impl Router {
             }
             self.completions.clear();
             self.ring.reap(&mut self.completions);
+            let mut sweep = false;
             for c in &self.completions {
-                if c.result < 0 {
+                if c.token.kind == Kind::Tick {
+                    sweep = true;
+                } else if c.result < 0 {
                     tracing::error!(
                         "router: {:?} failed: {}",
                         c.token.kind,
@@ -114,14 +148,46 @@ impl Router {
                     );
                 }
             }
+            if sweep {
+                self.ring.tick(SWEEP_INTERVAL);
+                self.sweep();
+            }
         }
+    }
+
+    /// Drops expired history and forgets topics that have neither history nor a
+    /// subscriber anywhere.
+    fn sweep(&mut self) {
+        let (exact, subtree) = (&self.exact, &self.subtree);
+        self.history.sweep(Instant::now(), |name| {
+            exact.contains_key(name) || topic::ancestors(name).any(|p| subtree.contains_key(p))
+        });
+        self.update_history_metrics();
+    }
+
+    fn update_history_metrics(&self) {
+        let m = &self.metrics;
+        m.topics
+            .store(self.history.topics() as u64, Ordering::Relaxed);
+        m.history_messages
+            .store(self.history.retained() as u64, Ordering::Relaxed);
+        m.history_topics_evicted
+            .store(self.history.evicted_topics, Ordering::Relaxed);
     }
 
     fn handle(&mut self, from: usize, msg: ToRouter) {
         match msg {
             ToRouter::Publish { topic, data, reply } => {
-                let seq = self.publish(&topic, &data);
-                self.send(from, FromRouter::Published { reply, topic, seq });
+                let (seq, delivered) = self.publish(&topic, &data);
+                self.send(
+                    from,
+                    FromRouter::Published {
+                        reply,
+                        topic,
+                        seq,
+                        delivered,
+                    },
+                );
             }
             ToRouter::Interest {
                 prefix,
@@ -142,27 +208,58 @@ impl Router {
                     }
                 }
             }
-            ToRouter::Barrier { id } => self.send(from, FromRouter::Barrier { id }),
+            ToRouter::Barrier { id, resume } => {
+                let replay = resume.map(|r| Box::new(self.replay(&r)));
+                let gseq = self.gseq;
+                self.send(from, FromRouter::Barrier { id, gseq, replay });
+            }
         }
     }
 
-    /// Sequences one message and delivers it to every interested shard; returns its `seq`.
-    fn publish(&mut self, topic_name: &str, data: &[u8]) -> u64 {
-        let seq = match self.seqs.get_mut(topic_name) {
-            Some(seq) => {
-                *seq += 1;
-                *seq
-            }
-            None => {
-                self.seqs.insert(topic_name.into(), 1);
-                self.metrics
-                    .topics
-                    .store(self.seqs.len() as u64, Ordering::Relaxed);
-                1
-            }
-        };
+    /// What a resuming subscriber's patterns had after its position.
+    fn replay(&mut self, resume: &Resume) -> super::history::Replay {
+        let patterns: Vec<Pattern<'_>> = resume
+            .patterns
+            .iter()
+            .map(|(name, subtree)| Pattern {
+                name,
+                subtree: *subtree,
+            })
+            .collect();
+        // A position of another instance, or one this instance never reached, vouches
+        // for nothing.
+        let since = (resume.since.epoch == self.epoch && resume.since.gseq <= self.gseq)
+            .then_some(resume.since.gseq);
+        let replay = self.history.replay(&patterns, since, Instant::now());
+        let m = &self.metrics;
+        m.replays.fetch_add(1, Ordering::Relaxed);
+        m.replayed_messages
+            .fetch_add(replay.messages.len() as u64, Ordering::Relaxed);
+        m.resets
+            .fetch_add(replay.resets.len() as u64, Ordering::Relaxed);
+        self.update_history_metrics();
+        replay
+    }
+
+    /// Sequences one message, keeps it in history and delivers it to every interested
+    /// shard; returns its `seq` and whether any shard had a subscriber.
+    fn publish(&mut self, topic_name: &str, data: &[u8]) -> (u64, bool) {
+        if topic::is_direct(topic_name) {
+            return self.publish_direct(topic_name, data);
+        }
         self.gseq += 1;
+        let pos = Position {
+            epoch: self.epoch,
+            gseq: self.gseq,
+        };
+        let msg = self
+            .history
+            .publish(topic_name, self.gseq, Instant::now(), |seq| {
+                encode(topic_name, seq, pos, data)
+            });
+        let seq = msg.seq;
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        self.update_history_metrics();
 
         let mut targets = self.exact.get(topic_name).copied().unwrap_or_default();
         for prefix in topic::ancestors(topic_name) {
@@ -171,14 +268,35 @@ impl Router {
             }
         }
         if targets.is_empty() {
-            return seq;
+            return (seq, false);
         }
-        let msg = Arc::new(encode(topic_name, seq, self.gseq, data));
         for shard in targets.iter() {
             self.send(shard, FromRouter::Deliver(msg.clone()));
         }
         self.metrics.routed.fetch_add(1, Ordering::Relaxed);
-        seq
+        (seq, true)
+    }
+
+    /// A message for a direct address goes to the shard the address names, which checks
+    /// that the connection is still there. It has a position but no per-topic sequence
+    /// (`seq` 0) and no history: a reconnecting client has a new address. Returns
+    /// `(0, false)` for an address no shard can hold (the publisher gets a 404).
+    fn publish_direct(&mut self, topic_name: &str, data: &[u8]) -> (u64, bool) {
+        let Some(address) = DirectAddress::from_topic(topic_name)
+            .filter(|a| usize::from(a.shard) < self.links.len())
+        else {
+            return (0, false);
+        };
+        self.gseq += 1;
+        let pos = Position {
+            epoch: self.epoch,
+            gseq: self.gseq,
+        };
+        let msg = Arc::new(encode(topic_name, 0, pos, data));
+        self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        self.metrics.routed.fetch_add(1, Ordering::Relaxed);
+        self.send(usize::from(address.shard), FromRouter::Deliver(msg));
+        (0, true)
     }
 
     /// Pushes to a shard's queue. A full queue means that shard is behind: wake it and
@@ -215,10 +333,10 @@ impl Router {
 }
 
 /// Builds the envelope once and frames it for each transport.
-pub fn encode(topic_name: &str, seq: u64, gseq: u64, data: &[u8]) -> Message {
-    let mut frame = Vec::with_capacity(WS_HEADROOM + data.len() + topic_name.len() + 40);
+pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message {
+    let mut frame = Vec::with_capacity(WS_HEADROOM + data.len() + topic_name.len() + 72);
     frame.resize(WS_HEADROOM, 0);
-    envelope::write_envelope(&mut frame, topic_name, seq, data);
+    envelope::write_envelope_at(&mut frame, topic_name, seq, pos, data);
     let payload_len = (frame.len() - WS_HEADROOM) as u64;
     let mut header = [0u8; 14];
     let n = ws::frame::encode_header(
@@ -232,16 +350,18 @@ pub fn encode(topic_name: &str, seq: u64, gseq: u64, data: &[u8]) -> Message {
     frame[start..WS_HEADROOM].copy_from_slice(&header[..n]);
 
     let envelope_bytes = &frame[WS_HEADROOM..];
-    let mut event = Vec::with_capacity(envelope_bytes.len() + 32);
-    let id = gseq.to_string();
+    let mut event = Vec::with_capacity(envelope_bytes.len() + 48);
+    let id = pos.to_string();
     sse::write_event(&mut event, Some(&id), None, envelope_bytes);
 
+    let frame = Bytes::from(frame);
     Message {
         topic: topic_name.into(),
         seq,
-        gseq,
-        ws_frame: Bytes::from(frame).slice(start..),
+        gseq: pos.gseq,
+        ws_frame: frame.slice(start..),
         sse_event: Bytes::from(event),
+        envelope: frame.slice(WS_HEADROOM..),
     }
 }
 
@@ -251,14 +371,20 @@ mod tests {
 
     #[test]
     fn encodes_one_envelope_for_both_transports() {
-        let msg = encode("chat.lobby", 7, 42, br#"{"text":"hi"}"#);
-        let envelope = br#"{"topic":"chat.lobby","seq":7,"data":{"text":"hi"}}"#;
+        let pos = Position {
+            epoch: 0x1f0c93aa,
+            gseq: 42,
+        };
+        let msg = encode("chat.lobby", 7, pos, br#"{"text":"hi"}"#);
+        let envelope =
+            br#"{"topic":"chat.lobby","seq":7,"pos":"1f0c93aa-42","data":{"text":"hi"}}"#;
         // An unmasked final text frame with a 7-bit length, then the envelope.
         assert_eq!(msg.ws_frame[0], 0x81);
         assert_eq!(usize::from(msg.ws_frame[1]), envelope.len());
         assert_eq!(&msg.ws_frame[2..], envelope);
+        assert_eq!(&msg.envelope[..], envelope);
         let expected = format!(
-            "id: 42\ndata: {}\n\n",
+            "id: 1f0c93aa-42\ndata: {}\n\n",
             std::str::from_utf8(envelope).unwrap()
         );
         assert_eq!(&msg.sse_event[..], expected.as_bytes());
@@ -267,7 +393,7 @@ mod tests {
     #[test]
     fn long_envelopes_get_extended_length_headers() {
         let body = format!("\"{}\"", "x".repeat(70_000));
-        let msg = encode("t", 1, 1, body.as_bytes());
+        let msg = encode("t", 1, Position { epoch: 1, gseq: 1 }, body.as_bytes());
         assert_eq!(msg.ws_frame[1], 127);
         let len = u64::from_be_bytes(msg.ws_frame[2..10].try_into().unwrap());
         assert_eq!(len as usize, msg.ws_frame.len() - 10);

@@ -30,10 +30,13 @@ pub enum Phase {
     Sse = 6,
     /// Finishing: flushing, lingering or waiting for the kernel to let go of the socket.
     Closing = 7,
+    /// A long-poll request held until a message arrives or its deadline passes; input
+    /// is parked.
+    Poll = 8,
 }
 
 impl Phase {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const NAMES: [&'static str; Phase::COUNT] = [
         "free",
         "http",
@@ -43,6 +46,7 @@ impl Phase {
         "echo",
         "sse",
         "closing",
+        "poll",
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +82,9 @@ pub mod flag {
     /// Too much input is parked: the recv was cancelled and is re-armed once it drains,
     /// leaving the client to TCP flow control.
     pub const READ_PAUSED: u16 = 1 << 11;
+    /// Slow consumer under the `drop` policy: messages for it are discarded until its
+    /// send queue has drained.
+    pub const DROPPING: u16 = 1 << 12;
     /// Operations the kernel still holds that name the connection's fixed-file slot:
     /// the slot is closed (and may be reused) only when none is left.
     pub const IN_KERNEL: u16 = RECV_ARMED | SENDING | SHUTTING | CANCELLING;
@@ -103,6 +110,10 @@ pub struct Conn {
     pub send_head: u32,
     pub send_tail: u32,
     pub queued_bytes: u32,
+    /// Buffers queued (not counting the one in flight).
+    pub queued_msgs: u32,
+    /// `Poll`: the router-wide position the poll answers with if it times out.
+    pub poll_gseq: u64,
     pub rx: Option<Box<Rx>>,
 }
 
@@ -120,6 +131,8 @@ impl Conn {
         send_head: NIL,
         send_tail: NIL,
         queued_bytes: 0,
+        queued_msgs: 0,
+        poll_gseq: 0,
         rx: None,
     };
 

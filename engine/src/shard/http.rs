@@ -110,7 +110,7 @@ impl Core {
         match conn.phase {
             Phase::Ws | Phase::Echo if conn.has(flag::OP_PENDING) => self.park_input(slot, rest),
             Phase::Ws | Phase::Echo => self.ws_input(slot, rest),
-            Phase::Http | Phase::Publishing | Phase::Subscribing => {
+            Phase::Http | Phase::Publishing | Phase::Subscribing | Phase::Poll => {
                 conn.rx
                     .get_or_insert_with(|| Box::new(ws::new_rx(conn.phase)))
                     .spill = rest.to_vec();
@@ -181,7 +181,7 @@ impl Core {
             // No other route takes a body; rather than read one to skip it, answer and
             // close.
             self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
-            let known = matches!(path, "/healthz" | "/metrics" | "/ws" | "/sse")
+            let known = matches!(path, "/healthz" | "/metrics" | "/ws" | "/sse" | "/poll")
                 || (path == "/echo" && self.settings.echo);
             if known {
                 self.respond_text(slot, 400, "this resource takes no request body");
@@ -212,6 +212,7 @@ impl Core {
             "/ws" => self.ws_upgrade(slot, req, false),
             "/echo" if self.settings.echo => self.ws_upgrade(slot, req, true),
             "/sse" => self.sse_request(slot, req),
+            "/poll" => self.poll_request(slot, req),
             _ => self.respond_text(slot, 404, "not found"),
         }
         0
@@ -343,8 +344,9 @@ impl Core {
         self.set_phase(slot, Phase::Publishing);
     }
 
-    /// The router sequenced a publish: answer 202 and read the next request.
-    pub(super) fn published(&mut self, reply: ConnRef, topic: &str, seq: u64) {
+    /// The router sequenced a publish: answer 202 (404 for a direct address that no
+    /// shard can hold) and read the next request.
+    pub(super) fn published(&mut self, reply: ConnRef, topic: &str, seq: u64, delivered: bool) {
         let Some(conn) = self.conns.get(reply.slot, reply.generation) else {
             return;
         };
@@ -352,9 +354,18 @@ impl Core {
             return;
         }
         self.set_phase(reply.slot, Phase::Http);
-        let mut body = Vec::with_capacity(topic.len() + 32);
-        envelope::write_publish_ack(&mut body, topic, seq);
-        self.respond(reply.slot, 202, &[], Some("application/json"), &body);
+        if topic::is_direct(topic) && !delivered {
+            tracing::debug!(topic, "publish to a malformed direct address");
+            self.respond_text(
+                reply.slot,
+                404,
+                "no such direct address (client.<id>, the id as sent in the hello)",
+            );
+        } else {
+            let mut body = Vec::with_capacity(topic.len() + 32);
+            envelope::write_publish_ack(&mut body, topic, seq);
+            self.respond(reply.slot, 202, &[], Some("application/json"), &body);
+        }
         self.resume_input(reply.slot);
     }
 
@@ -387,6 +398,12 @@ impl Core {
         http1::write_response(&mut out, status, &[], Some(content_type), &body, close);
         out.truncate(out.len() - len);
         self.finish_response(slot, status, out, close);
+    }
+
+    /// Answers a request the client got wrong with `400` and `text`, logged.
+    pub(super) fn bad_request(&mut self, slot: u32, text: &str) {
+        tracing::debug!(slot, "400: {text}");
+        self.respond_text(slot, 400, text);
     }
 
     pub(super) fn respond_text(&mut self, slot: u32, status: u16, text: &str) {

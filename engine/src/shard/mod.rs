@@ -6,12 +6,17 @@
 //! doorbell.
 
 pub mod conn;
+mod direct;
 mod http;
+mod poll;
 mod sendq;
+mod slow;
 mod subscribe;
 mod timer;
 pub mod topics;
 mod ws;
+
+pub use slow::SlowPolicy;
 
 use std::collections::VecDeque;
 use std::io;
@@ -23,11 +28,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use slab::Slab;
 use socket2::Socket;
+use switchboard_proto::address::DirectAddress;
 use switchboard_proto::http1;
 
 use crate::config::{LINGER, TICK};
 use crate::metrics::{Registry, ShardMetrics};
-use crate::pubsub::link::{ConnRef, Doorbell, FromRouter, ShardEnd, ToRouter};
+use crate::pubsub::link::{ConnRef, Doorbell, FromRouter, Message, ShardEnd, ToRouter};
 use crate::uring::{BufRing, Completion, Kind, Ring, RingParams, Token};
 use conn::{ConnTable, Phase, flag};
 use sendq::SendQueues;
@@ -41,11 +47,16 @@ const RECV_GROUP: u16 = 0;
 /// What a shard needs from the configuration, in the units it works in.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The router's epoch, the first part of every position.
+    pub epoch: u32,
+    pub poll_timeout: Duration,
     pub echo: bool,
     pub max_conns: u32,
     pub http: http1::Limits,
     pub max_publish_bytes: usize,
     pub max_queued_bytes: u32,
+    pub max_queued_messages: u32,
+    pub slow_policy: SlowPolicy,
     pub request_timeout: Duration,
     pub sse_heartbeat: Duration,
     pub sse_retry: Duration,
@@ -99,6 +110,13 @@ struct Core {
     accept_armed: bool,
     due: Vec<(u32, u32, u32)>,
     interest: Vec<InterestChange>,
+    /// This shard's index (the first part of its connections' direct addresses).
+    shard: u8,
+    /// Each slot's direct-address secret, and where secrets come from.
+    secrets: direct::Secrets,
+    secrets_source: direct::SecretSource,
+    /// Slow consumers whose messages are being dropped.
+    dropping: slow::Dropping,
 }
 
 impl Shard {
@@ -113,6 +131,8 @@ impl Shard {
         })?;
         let bufs = BufRing::new(&ring, RECV_GROUP, s.recv_buffers, s.recv_buffer_size)?;
         let bell = Doorbell::new(ring.fd());
+        let secrets = direct::Secrets::new(s.max_conns);
+        let secrets_source = direct::SecretSource::new()?;
         tracing::debug!(
             shard = init.id,
             "ring ready ({}), {} connection slots",
@@ -142,6 +162,10 @@ impl Shard {
                 accept_armed: false,
                 due: Vec::new(),
                 interest: Vec::new(),
+                shard: u8::try_from(init.id).expect("at most 256 shards"),
+                secrets,
+                secrets_source,
+                dropping: slow::Dropping::default(),
             },
             bufs,
         })
@@ -363,7 +387,7 @@ impl Core {
         let op_pending = conn.has(flag::OP_PENDING);
         match conn.phase {
             Phase::Http => self.http_input(slot, data),
-            Phase::Publishing | Phase::Subscribing => self.park_input(slot, data),
+            Phase::Publishing | Phase::Subscribing | Phase::Poll => self.park_input(slot, data),
             Phase::Ws | Phase::Echo if op_pending => self.park_input(slot, data),
             Phase::Ws | Phase::Echo => self.ws_input(slot, data),
             // An event stream is one way; lingering connections are being drained.
@@ -407,7 +431,7 @@ impl Core {
             let token = conn.token(Kind::Send, slot);
             self.ring.send(token, buf);
         } else {
-            self.sendq.push(conn, buf);
+            self.sendq.push(conn, buf, None);
             self.metrics.send_queue_buffers.fetch_add(1, Relaxed);
         }
     }
@@ -442,6 +466,8 @@ impl Core {
             self.ring.send(token, next);
         } else if conn.has(flag::CLOSE_AFTER_FLUSH) {
             self.shut(slot);
+        } else if conn.has(flag::DROPPING) {
+            self.caught_up(slot);
         }
     }
 
@@ -455,6 +481,14 @@ impl Core {
         }
         self.metrics.phase_change(conn.phase, Phase::Closing);
         conn.phase = Phase::Closing;
+        self.secrets.clear(slot);
+        self.dropping.forget(slot);
+        self.drop_subscriptions(slot);
+    }
+
+    /// Removes every subscription of a connection, telling the router of lost interest.
+    fn drop_subscriptions(&mut self, slot: u32) {
+        let conn = self.conns.slot_mut(slot);
         if conn.subs > 0 {
             self.metrics
                 .subscriptions
@@ -581,6 +615,7 @@ impl Core {
                     self.finalize(slot);
                 }
                 Phase::Closing => self.finalize(slot),
+                Phase::Poll => self.poll_expired(slot),
                 _ => {}
             }
         }
@@ -637,19 +672,72 @@ impl Core {
     fn drain_router(&mut self) {
         while let Ok(msg) = self.link.inbox.pop() {
             match msg {
-                FromRouter::Deliver(msg) => self.deliver(&msg),
-                FromRouter::Published { reply, topic, seq } => self.published(reply, &topic, seq),
-                FromRouter::Barrier { id } => self.on_barrier(id),
+                FromRouter::Deliver(msg) => self.deliver(msg),
+                FromRouter::Published {
+                    reply,
+                    topic,
+                    seq,
+                    delivered,
+                } => self.published(reply, &topic, seq, delivered),
+                FromRouter::Barrier { id, gseq, replay } => self.on_barrier(id, gseq, replay),
             }
         }
     }
 
-    /// Queues a routed message to every local subscriber, once each.
-    fn deliver(&mut self, msg: &crate::pubsub::link::Message) {
+    /// Queues a message for a direct address to its connection, if it is still there.
+    fn deliver_direct(&mut self, msg: &Arc<Message>) {
+        let held = DirectAddress::from_topic(&msg.topic).filter(|a| {
+            self.secrets.matches(a.slot, a.secret)
+                && matches!(self.conns.slot_mut(a.slot).phase, Phase::Ws | Phase::Sse)
+        });
+        let Some(address) = held else {
+            tracing::debug!(
+                topic = &*msg.topic,
+                "direct message for a connection that is gone"
+            );
+            self.metrics.direct_dropped.fetch_add(1, Relaxed);
+            return;
+        };
+        let slot = address.slot;
+        let conn = self.conns.slot_mut(slot);
+        if conn.has(flag::DROPPING) {
+            self.note_dropped(slot, msg);
+            return;
+        }
+        self.metrics.direct_delivered.fetch_add(1, Relaxed);
+        let buf = if conn.phase == Phase::Ws {
+            msg.ws_frame.clone()
+        } else {
+            msg.sse_event.clone()
+        };
+        if !conn.has(flag::SENDING) && conn.send_queue_empty() {
+            conn.set(flag::SENDING);
+            self.ring.send(conn.token(Kind::Send, slot), buf);
+            return;
+        }
+        self.sendq.push(conn, buf, Some(msg.clone()));
+        self.metrics.send_queue_buffers.fetch_add(1, Relaxed);
+        if conn.queued_bytes > self.settings.max_queued_bytes
+            || conn.queued_msgs > self.settings.max_queued_messages
+        {
+            self.over_bound(slot);
+        }
+    }
+
+    /// Queues a routed message to every local subscriber, once each. A subscriber past
+    /// its queue bound meets the slow-consumer policy.
+    fn deliver(&mut self, msg: Arc<Message>) {
+        if switchboard_proto::topic::is_direct(&msg.topic) {
+            self.deliver_direct(&msg);
+            return;
+        }
         self.stamp = self.stamp.wrapping_add(1).max(1);
         let stamp = self.stamp;
-        let max_queued = self.settings.max_queued_bytes;
+        let max_bytes = self.settings.max_queued_bytes;
+        let max_msgs = self.settings.max_queued_messages;
         let mut slow = Vec::new();
+        let mut polls = Vec::new();
+        let mut dropping = Vec::new();
         let Core {
             topics,
             conns,
@@ -665,6 +753,10 @@ impl Core {
                     continue;
                 }
                 conn.stamp = stamp;
+                if conn.has(flag::DROPPING) {
+                    dropping.push(sub.slot);
+                    continue;
+                }
                 let buf = match conn.phase {
                     Phase::Ws => {
                         metrics.deliveries_ws.fetch_add(1, Relaxed);
@@ -674,45 +766,32 @@ impl Core {
                         metrics.deliveries_sse.fetch_add(1, Relaxed);
                         msg.sse_event.clone()
                     }
+                    Phase::Poll => {
+                        polls.push(sub.slot);
+                        continue;
+                    }
                     _ => continue,
                 };
                 if !conn.has(flag::SENDING) && conn.send_queue_empty() {
                     conn.set(flag::SENDING);
                     ring.send(conn.token(Kind::Send, sub.slot), buf);
                 } else {
-                    sendq.push(conn, buf);
+                    sendq.push(conn, buf, Some(msg.clone()));
                     metrics.send_queue_buffers.fetch_add(1, Relaxed);
-                    if conn.queued_bytes > max_queued {
+                    if conn.queued_bytes > max_bytes || conn.queued_msgs > max_msgs {
                         slow.push(sub.slot);
                     }
                 }
             }
         }
+        for slot in dropping {
+            self.note_dropped(slot, &msg);
+        }
         for slot in slow {
-            self.slow_consumer(slot);
+            self.over_bound(slot);
         }
-    }
-
-    /// A subscriber's queue passed its bound: drop what is queued and close it with an
-    /// explicit signal (WebSocket 1013, end of the SSE stream).
-    fn slow_consumer(&mut self, slot: u32) {
-        let conn = self.conns.slot_mut(slot);
-        if !conn.is_live() {
-            return;
-        }
-        self.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
-        self.sendq.clear(conn);
-        self.metrics
-            .send_queue_buffers
-            .store(self.sendq.len() as u64, Relaxed);
-        if conn.phase == Phase::Ws {
-            self.ws_close(
-                slot,
-                switchboard_proto::ws::close::TRY_AGAIN_LATER,
-                "slow consumer",
-            );
-        } else {
-            self.close_after_flush(slot);
+        for slot in polls {
+            self.poll_deliver(slot, &msg);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 use switchboard_proto::control::{self, ClientOp};
 use switchboard_proto::http1::Request;
+use switchboard_proto::position::Position;
 use switchboard_proto::topic;
 use switchboard_proto::ws::{self, Event, Reader, Role, close, frame::Opcode, handshake};
 
@@ -73,15 +74,37 @@ impl Core {
             self.ws_open(slot, &accept, Phase::Echo);
             return;
         }
+        let since = match super::subscribe::query_since(req.query) {
+            Ok(since) => since,
+            Err(msg) => return self.bad_request(slot, &msg),
+        };
         match super::subscribe::query_patterns(req.query) {
-            Err(msg) => self.respond_text(slot, 400, &msg),
-            Ok(patterns) if patterns.is_empty() => self.ws_open(slot, &accept, Phase::Ws),
+            Err(msg) => self.bad_request(slot, &msg),
+            Ok(patterns) if patterns.is_empty() && since.is_some() => {
+                self.bad_request(slot, "since needs at least one topic")
+            }
+            Ok(patterns) if patterns.is_empty() => {
+                self.ws_start(slot, &accept);
+            }
             Ok(patterns) => {
                 self.set_phase(slot, Phase::Subscribing);
                 let refs: Vec<&str> = patterns.iter().map(|p| &**p).collect();
-                self.subscribe_then(slot, &refs, After::WsHandshake(accept));
+                self.subscribe_then(slot, &refs, After::WsHandshake(accept), since);
             }
         }
+    }
+
+    /// Opens a subscriber WebSocket: gives it its direct address, sends the `101` and
+    /// the hello. False if it could not (answered 500).
+    pub(super) fn ws_start(&mut self, slot: u32, accept: &[u8; 28]) -> bool {
+        let Some(id) = self.open_address(slot) else {
+            return false;
+        };
+        self.ws_open(slot, accept, Phase::Ws);
+        let mut hello = Vec::with_capacity(64);
+        control::write_hello(&mut hello, &id);
+        self.ws_text(slot, &hello);
+        true
     }
 
     /// Sends `101 Switching Protocols`; from now on the connection speaks frames.
@@ -201,7 +224,9 @@ impl Core {
             return Next::Stop;
         }
         match control::parse_client_op(payload) {
-            Ok(ClientOp::Subscribe(patterns)) => return self.ws_subscribe(slot, &patterns),
+            Ok(ClientOp::Subscribe { topics, since }) => {
+                return self.ws_subscribe(slot, &topics, since);
+            }
             Ok(ClientOp::Unsubscribe(patterns)) => self.ws_unsubscribe(slot, &patterns),
             Err(e) => {
                 let mut out = Vec::new();
@@ -214,7 +239,10 @@ impl Core {
 
     /// A `subscribe` op: confirmed by a router barrier, during which the connection's
     /// further input is parked so that ops are applied and answered in order.
-    fn ws_subscribe(&mut self, slot: u32, patterns: &[String]) -> Next {
+    fn ws_subscribe(&mut self, slot: u32, patterns: &[String], since: Option<Position>) -> Next {
+        if self.refuse_reserved(slot, patterns) {
+            return Next::Continue;
+        }
         let conn = self.conns.slot_mut(slot);
         let new = patterns
             .iter()
@@ -232,11 +260,29 @@ impl Core {
         }
         conn.set(flag::OP_PENDING);
         let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
-        self.subscribe_then(slot, &refs, After::WsAck);
+        self.subscribe_then(slot, &refs, After::WsAck, since);
         Next::Park
     }
 
+    /// Answers an op naming a pattern in the direct-address namespace with an error;
+    /// true if it did.
+    fn refuse_reserved(&mut self, slot: u32, patterns: &[String]) -> bool {
+        let reserved = patterns
+            .iter()
+            .any(|p| topic::parse_pattern(p).is_ok_and(super::subscribe::is_reserved_pattern));
+        if reserved {
+            tracing::debug!(slot, "op on the client namespace refused");
+            let mut out = Vec::new();
+            control::write_error(&mut out, super::subscribe::RESERVED);
+            self.ws_text(slot, &out);
+        }
+        reserved
+    }
+
     fn ws_unsubscribe(&mut self, slot: u32, patterns: &[String]) {
+        if self.refuse_reserved(slot, patterns) {
+            return;
+        }
         let mut removed = 0u16;
         for p in patterns {
             let Ok(pattern) = topic::parse_pattern(p) else {

@@ -165,7 +165,13 @@ pub fn read_until_close(ws: &mut WsClient) -> (Vec<String>, Option<u16>) {
     let mut texts = Vec::new();
     loop {
         match ws.recv(DEFAULT_TIMEOUT) {
-            Some(tungstenite::Message::Text(t)) => texts.push(t.as_str().to_string()),
+            Some(tungstenite::Message::Text(t)) => {
+                let is_hello =
+                    serde_json::from_str::<Value>(t.as_str()).is_ok_and(|v| v["op"] == "hello");
+                if !is_hello {
+                    texts.push(t.as_str().to_string());
+                }
+            }
             Some(tungstenite::Message::Close(frame)) => {
                 return (texts, frame.map(|f| u16::from(f.code)));
             }
@@ -175,10 +181,93 @@ pub fn read_until_close(ws: &mut WsClient) -> (Vec<String>, Option<u16>) {
     }
 }
 
-/// The next JSON message on `ws`, panicking on timeout.
+/// The router-wide sequence number in a position (PROTOCOL.md "Positions":
+/// `EEEEEEEE-G`, 8 lowercase hex digits, `-`, a decimal number).
+pub fn pos_gseq(pos: &str) -> u64 {
+    let (epoch, gseq) = pos
+        .split_once('-')
+        .unwrap_or_else(|| panic!("position {pos:?} has no '-'"));
+    assert!(
+        epoch.len() == 8
+            && epoch
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        "position {pos:?}: the epoch is 8 lowercase hex digits"
+    );
+    gseq.parse()
+        .unwrap_or_else(|_| panic!("position {pos:?}: a number after '-'"))
+}
+
+/// An envelope without its `pos` (PROTOCOL.md "The envelope"), after checking that it
+/// has one and that it is a position; anything else (ops, resets) is returned as is.
+pub fn strip_pos(mut v: Value) -> Value {
+    if let Some(obj) = v.as_object_mut()
+        && obj.contains_key("data")
+    {
+        let pos = obj.remove("pos").unwrap_or_else(|| panic!("no pos: {v}"));
+        pos_gseq(pos.as_str().expect("pos is a string"));
+    }
+    v
+}
+
+/// Checks a `{"op":"hello","id":ID}` message and returns the id (42 lowercase hex
+/// digits: the connection's direct address is `client.<id>`).
+pub fn hello_id(v: &Value) -> String {
+    assert_eq!(v["op"], "hello", "expected the hello: {v}");
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    let id = v["id"].as_str().expect("hello id is a string").to_string();
+    assert!(
+        id.len() == 42
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        "{id:?}"
+    );
+    id
+}
+
+/// The next text message on `ws` other than the connection's `hello` (checked),
+/// verbatim; panics on timeout.
+pub fn next_text(ws: &mut WsClient) -> String {
+    loop {
+        let text = ws
+            .recv_text(DEFAULT_TIMEOUT)
+            .expect("a WebSocket message within the timeout");
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) if v["op"] == "hello" => {
+                hello_id(&v);
+            }
+            _ => return text,
+        }
+    }
+}
+
+/// The next SSE event other than the `hello` event (checked); panics on timeout or
+/// end of stream.
+pub fn next_sse(sse: &mut SseClient) -> SseEvent {
+    loop {
+        let ev = sse.expect_event(DEFAULT_TIMEOUT);
+        if ev.event != "hello" {
+            return ev;
+        }
+        hello_id(&serde_json::from_str(&ev.data).expect("hello data is JSON"));
+    }
+}
+
+/// The next JSON message on `ws`, panicking on timeout. The connection's `hello` is
+/// checked and skipped, and an envelope's `pos` is checked and removed (see
+/// [`strip_pos`]), so tests compare `{"topic","seq","data"}`.
 pub fn next_json(ws: &mut WsClient) -> Value {
-    ws.recv_json(DEFAULT_TIMEOUT)
-        .expect("a WebSocket message within the timeout")
+    loop {
+        let v = ws
+            .recv_json(DEFAULT_TIMEOUT)
+            .expect("a WebSocket message within the timeout");
+        if v["op"] == "hello" {
+            hello_id(&v);
+            continue;
+        }
+        return strip_pos(v);
+    }
 }
 
 /// Subscribes `ws` with a `subscribe` op and checks the `subscribed` ack
@@ -312,7 +401,15 @@ impl RawWs {
             "{head}"
         );
         buf.drain(..end);
-        RawWs { stream, buf }
+        let mut ws = RawWs { stream, buf };
+        if path.starts_with("/ws") {
+            // PROTOCOL.md "Direct addresses": the first message is the hello.
+            let f = ws.expect_frame();
+            let v: Value = serde_json::from_slice(&f.payload)
+                .unwrap_or_else(|e| panic!("hello is JSON ({e}): {f:?}"));
+            hello_id(&v);
+        }
+        ws
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -453,24 +550,27 @@ impl Sub {
         }
     }
 
-    /// The next envelope (panics on timeout or end of stream). For SSE, also checks
-    /// that the event's `id` is a number larger than the previous one (PROTOCOL.md
-    /// "Server-Sent Events": router-wide sequence, increasing in publish order).
+    /// The next envelope without its `pos` (panics on timeout or end of stream). For
+    /// SSE, skips the `hello` event and checks that the event's `id` is the envelope's
+    /// `pos`, further along than the previous one (PROTOCOL.md "Positions").
     pub fn next(&mut self) -> Value {
         match self {
             Sub::Ws(ws) => next_json(ws),
-            Sub::Sse { client, last_id } => {
+            Sub::Sse { client, last_id } => loop {
                 let event = client.expect_event(DEFAULT_TIMEOUT);
+                let v: Value = serde_json::from_str(&event.data)
+                    .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {:?}", event.data));
+                if event.event == "hello" {
+                    hello_id(&v);
+                    continue;
+                }
                 assert_eq!(event.event, "message", "{event:?}");
-                let id: u64 = event
-                    .id
-                    .parse()
-                    .unwrap_or_else(|_| panic!("SSE id is not a number: {event:?}"));
+                assert_eq!(v["pos"], event.id.as_str(), "the id is the pos: {event:?}");
+                let id = pos_gseq(&event.id);
                 assert!(id > *last_id, "SSE id {id} after {last_id}");
                 *last_id = id;
-                serde_json::from_str(&event.data)
-                    .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {:?}", event.data))
-            }
+                return strip_pos(v);
+            },
         }
     }
 }
