@@ -63,6 +63,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every variant, in the order of the `reason` labels in `/metrics`.
+    pub const ALL: [AuthError; 7] = [
+        AuthError::Missing,
+        AuthError::Malformed,
+        AuthError::BadSignature,
+        AuthError::WrongAlg,
+        AuthError::Expired,
+        AuthError::NotYetValid,
+        AuthError::Forbidden,
+    ];
+
     /// 401 when the caller is not authenticated, 403 when it is but lacks the grant.
     pub fn status(self) -> u16 {
         match self {
@@ -762,15 +773,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_statuses_and_reasons() {
-        let all = [
-            AuthError::Missing,
-            AuthError::Malformed,
-            AuthError::BadSignature,
-            AuthError::WrongAlg,
-            AuthError::Expired,
-            AuthError::NotYetValid,
-            AuthError::Forbidden,
-        ];
+        let all = AuthError::ALL;
         for e in all {
             assert_eq!(
                 e.status(),

@@ -16,8 +16,8 @@ use crate::auth::{self, MIN_SECRET_BYTES, OriginRule};
 pub const ECHO_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest message a subscriber may send on `/ws` (subscribe/unsubscribe ops).
 pub const WS_MAX_CLIENT_MESSAGE_BYTES: u64 = 64 * 1024;
-/// Subscriptions one connection may hold.
-pub const MAX_SUBSCRIPTIONS_PER_CONN: u16 = 256;
+/// Largest `--max-subscriptions` (a connection counts its subscriptions in 16 bits).
+pub const MAX_SUBSCRIPTIONS_LIMIT: u32 = u16::MAX as u32;
 /// How long a closing connection waits for the peer's EOF after our FIN.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// Input a connection may park while it waits for the router before its recv is paused.
@@ -172,6 +172,30 @@ pub struct ServeArgs {
     /// applies.
     #[arg(long, default_value = "8192", value_parser = parse_count)]
     pub max_queued_messages: u32,
+
+    /// Longest a graceful drain (SIGTERM or SIGINT) may take: connections still open
+    /// then are cut and the process exits (0: cut at once).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// A WebSocket from which nothing arrived for this long is sent a ping (0: never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ws_ping_interval: Duration,
+
+    /// How long a pinged WebSocket has to send anything back (a pong) before it is
+    /// closed with 1001 "pong timeout".
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub ws_pong_timeout: Duration,
+
+    /// Subscriptions one connection may hold (`topic` parameters of a request, plus
+    /// `subscribe` ops); past it, 400 or an `error` op.
+    #[arg(long, default_value = "256", value_parser = parse_count)]
+    pub max_subscriptions: u32,
+
+    /// Connections one source address may hold on one shard (0: unlimited); past it a
+    /// new connection is answered 429 and closed.
+    #[arg(long, default_value = "0", value_parser = parse_count)]
+    pub max_conns_per_ip: u32,
 }
 
 impl ServeArgs {
@@ -234,8 +258,17 @@ impl ServeArgs {
                 "--max-headers must be between 1 and {MAX_HEADERS_LIMIT}"
             ));
         }
-        if self.sse_heartbeat < TICK || self.request_timeout < TICK {
+        if self.sse_heartbeat < TICK
+            || self.request_timeout < TICK
+            || self.ws_pong_timeout < TICK
+            || (!self.ws_ping_interval.is_zero() && self.ws_ping_interval < TICK)
+        {
             return Err(format!("timeouts must be at least {TICK:?}"));
+        }
+        if !(1..=MAX_SUBSCRIPTIONS_LIMIT).contains(&self.max_subscriptions) {
+            return Err(format!(
+                "--max-subscriptions must be between 1 and {MAX_SUBSCRIPTIONS_LIMIT}"
+            ));
         }
         if self.max_queued_bytes > u32::MAX as usize / 2 {
             return Err("--max-queued-bytes is too large".into());

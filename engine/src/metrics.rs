@@ -3,24 +3,129 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
+use crate::auth::AuthError;
 use crate::pubsub::router::RouterMetrics;
 use crate::shard::conn::Phase;
 
 /// HTTP statuses counted individually; anything else counts as `other`.
-pub const STATUSES: [u16; 17] = [
-    101, 200, 202, 400, 403, 404, 405, 408, 413, 414, 415, 426, 431, 500, 501, 503, 505,
+pub const STATUSES: [u16; 20] = [
+    101, 200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 414, 415, 426, 429, 431, 500, 501, 503,
+    505,
 ];
 /// WebSocket close codes counted individually when we send them.
 pub const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013];
+
+/// A limit a client ran into, counted in `switchboard_limit_hits_total{limit}`; each is
+/// answered with its own status or close code (PROTOCOL.md "Limits").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-head-bytes` (431).
+    HeadBytes,
+    /// The request line alone is longer than `--max-head-bytes` (414).
+    RequestLine,
+    /// `--max-headers` (431).
+    Headers,
+    /// `--max-publish-bytes` (413).
+    PublishBytes,
+    /// A WebSocket message (or frame) larger than the endpoint takes (close 1009).
+    WsMessageBytes,
+    /// `--max-subscriptions` for one connection (`error` op, or 400 for the query).
+    Subscriptions,
+    /// More topics in one `subscribe`/`unsubscribe` op than it may carry (`error` op).
+    TopicsPerOp,
+    /// `--max-conns-per-ip` (429, closed).
+    ConnsPerIp,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 8] = [
+        Limit::HeadBytes,
+        Limit::RequestLine,
+        Limit::Headers,
+        Limit::PublishBytes,
+        Limit::WsMessageBytes,
+        Limit::Subscriptions,
+        Limit::TopicsPerOp,
+        Limit::ConnsPerIp,
+    ];
+
+    /// The `limit` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::HeadBytes => "head_bytes",
+            Limit::RequestLine => "request_line",
+            Limit::Headers => "headers",
+            Limit::PublishBytes => "publish_bytes",
+            Limit::WsMessageBytes => "ws_message_bytes",
+            Limit::Subscriptions => "subscriptions",
+            Limit::TopicsPerOp => "topics_per_op",
+            Limit::ConnsPerIp => "conns_per_ip",
+        }
+    }
+}
+
+/// Why a connection closed, counted in `switchboard_closed_total{reason}` when its slot
+/// is freed. The first reason given wins: a close the server starts for a reason is not
+/// recounted as the client's when the client's EOF follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// Not told yet (never counted: a connection that closes gets one of the others).
+    #[default]
+    Unset,
+    /// The client closed first: EOF, a reset, a WebSocket close frame, a failed send.
+    Client,
+    /// The server ended it in the normal course: an HTTP response with
+    /// `Connection: close`, an answered request that was refused.
+    Server,
+    /// `--request-timeout` or the WebSocket pong deadline.
+    Timeout,
+    /// A slow consumer under `--slow-policy close`.
+    SlowConsumer,
+    /// Malformed input (WebSocket protocol error, bad request head).
+    ProtocolError,
+    /// A limit (PROTOCOL.md "Limits").
+    Limit,
+    /// A graceful drain, or cut at its deadline.
+    Drain,
+}
+
+impl CloseReason {
+    /// The counted reasons, in label order.
+    pub const COUNTED: [CloseReason; 7] = [
+        CloseReason::Client,
+        CloseReason::Server,
+        CloseReason::Timeout,
+        CloseReason::SlowConsumer,
+        CloseReason::ProtocolError,
+        CloseReason::Limit,
+        CloseReason::Drain,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::Unset | CloseReason::Server => "server",
+            CloseReason::Client => "client",
+            CloseReason::Timeout => "timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Limit => "limit",
+            CloseReason::Drain => "drain",
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
     /// Open connections by phase (gauges).
     pub conns: [AtomicU64; Phase::COUNT],
     pub accepted: AtomicU64,
-    pub closed: AtomicU64,
+    /// Connections closed, by `CloseReason` (index `reason as usize - 1`).
+    pub closed: [AtomicU64; CloseReason::COUNTED.len()],
     pub accept_errors: AtomicU64,
     pub http_requests: AtomicU64,
     /// Responses by status (`STATUSES`, then other).
@@ -55,6 +160,24 @@ pub struct ShardMetrics {
     pub topics: AtomicU64,
     pub send_queue_buffers: AtomicU64,
     pub loop_turns: AtomicU64,
+    /// Time the loop spent working (from a wake-up to its next wait), in microseconds.
+    pub loop_busy_us: AtomicU64,
+    /// The longest such turn since `/metrics` last reported it, in microseconds: how long
+    /// a ready event may have waited behind the shard's work.
+    pub loop_turn_max_us: AtomicU64,
+    /// Pings sent to quiet WebSockets, and those closed for not answering in time.
+    pub ws_pings_sent: AtomicU64,
+    pub ws_pong_timeouts: AtomicU64,
+    /// Connections that did not send a complete request within --request-timeout.
+    pub request_timeouts: AtomicU64,
+    /// Limits clients ran into, by `Limit` (in `Limit::ALL` order).
+    pub limit_hits: [AtomicU64; Limit::ALL.len()],
+    /// Requests and ops refused by auth, by reason (`AuthError::ALL`).
+    pub auth_failures: [AtomicU64; AuthError::ALL.len()],
+    /// Requests refused for an `Origin` outside `--allowed-origins`.
+    pub origin_rejected: AtomicU64,
+    /// WebSocket and SSE connections closed because their token expired.
+    pub token_expiry_closes: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -66,12 +189,37 @@ impl ShardMetrics {
         self.responses[i].fetch_add(1, Relaxed);
     }
 
+    /// Counts a connection whose slot was freed.
+    pub fn closed(&self, reason: CloseReason) {
+        let reason = match reason {
+            CloseReason::Unset => CloseReason::Server,
+            told => told,
+        };
+        self.closed[reason as usize - 1].fetch_add(1, Relaxed);
+    }
+
+    /// Records one loop turn's working time.
+    pub fn loop_turn(&self, busy: Duration) {
+        let us = busy.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.loop_busy_us.fetch_add(us, Relaxed);
+        self.loop_turn_max_us.fetch_max(us, Relaxed);
+    }
+
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limit_hits[limit as usize].fetch_add(1, Relaxed);
+    }
+
     pub fn ws_close(&self, code: u16) {
         let i = CLOSE_CODES
             .iter()
             .position(|&c| c == code)
             .unwrap_or(CLOSE_CODES.len());
         self.ws_closes[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_failure(&self, e: AuthError) {
+        let i = AuthError::ALL.iter().position(|&a| a == e).unwrap_or(0);
+        self.auth_failures[i].fetch_add(1, Relaxed);
     }
 
     pub fn phase_change(&self, from: Phase, to: Phase) {
@@ -88,9 +236,29 @@ impl ShardMetrics {
 pub struct Registry {
     pub shards: Vec<Arc<ShardMetrics>>,
     pub router: Arc<RouterMetrics>,
+    /// Set once when a graceful drain starts (SIGTERM or SIGINT); shards see it on their
+    /// next tick.
+    pub draining: AtomicBool,
 }
 
 impl Registry {
+    pub fn new(shards: Vec<Arc<ShardMetrics>>, router: Arc<RouterMetrics>) -> Registry {
+        Registry {
+            shards,
+            router,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Open connections over every shard, whatever their state.
+    pub fn open_connections(&self) -> u64 {
+        self.shards
+            .iter()
+            .flat_map(|m| m.conns.iter())
+            .map(|c| c.load(Relaxed))
+            .sum()
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         let shards = &self.shards;
@@ -110,7 +278,25 @@ impl Registry {
                 );
             }
         }
-        let per_shard: [Family; 26] = [
+        let per_shard: [Family; 28] = [
+            (
+                "switchboard_ws_pings_sent_total",
+                "counter",
+                "Pings sent to WebSockets quiet for --ws-ping-interval.",
+                |m| &m.ws_pings_sent,
+            ),
+            (
+                "switchboard_ws_pong_timeouts_total",
+                "counter",
+                "WebSockets closed (1001) for not answering a ping within --ws-pong-timeout.",
+                |m| &m.ws_pong_timeouts,
+            ),
+            (
+                "switchboard_request_timeouts_total",
+                "counter",
+                "HTTP connections closed at --request-timeout (408 when a request was incomplete).",
+                |m| &m.request_timeouts,
+            ),
             (
                 "switchboard_slow_consumer_drops_total",
                 "counter",
@@ -176,12 +362,6 @@ impl Registry {
                 "counter",
                 "Connections accepted.",
                 |m| &m.accepted,
-            ),
-            (
-                "switchboard_closed_total",
-                "counter",
-                "Connections closed.",
-                |m| &m.closed,
             ),
             (
                 "switchboard_accept_errors_total",
@@ -316,6 +496,67 @@ impl Registry {
         }
         header(
             &mut out,
+            "switchboard_closed_total",
+            "counter",
+            "Connections closed, by reason.",
+        );
+        for (i, m) in shards.iter().enumerate() {
+            for (reason, c) in CloseReason::COUNTED.iter().zip(&m.closed) {
+                let _ = writeln!(
+                    out,
+                    "switchboard_closed_total{{shard=\"{i}\",reason=\"{}\"}} {}",
+                    reason.name(),
+                    c.load(Relaxed)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "switchboard_loop_busy_seconds_total",
+            "counter",
+            "Time each shard's event loop spent working rather than waiting.",
+        );
+        for (i, m) in shards.iter().enumerate() {
+            let us = m.loop_busy_us.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "switchboard_loop_busy_seconds_total{{shard=\"{i}\"}} {}",
+                us as f64 / 1e6
+            );
+        }
+        header(
+            &mut out,
+            "switchboard_loop_turn_max_seconds",
+            "gauge",
+            "Longest event-loop turn (work between two waits) since the previous scrape.",
+        );
+        for (i, m) in shards.iter().enumerate() {
+            // Reset by reading: the next scrape reports the turns after this one.
+            let us = m.loop_turn_max_us.swap(0, Relaxed);
+            let _ = writeln!(
+                out,
+                "switchboard_loop_turn_max_seconds{{shard=\"{i}\"}} {}",
+                us as f64 / 1e6
+            );
+        }
+        header(
+            &mut out,
+            "switchboard_limit_hits_total",
+            "counter",
+            "Requests, messages and ops refused for passing a limit, by limit.",
+        );
+        for (i, m) in shards.iter().enumerate() {
+            for (limit, c) in Limit::ALL.iter().zip(&m.limit_hits) {
+                let _ = writeln!(
+                    out,
+                    "switchboard_limit_hits_total{{shard=\"{i}\",limit=\"{}\"}} {}",
+                    limit.name(),
+                    c.load(Relaxed)
+                );
+            }
+        }
+        header(
+            &mut out,
             "switchboard_ws_closes_sent_total",
             "counter",
             "WebSocket close frames sent, by code.",
@@ -330,6 +571,43 @@ impl Registry {
                     "switchboard_ws_closes_sent_total{{shard=\"{i}\",code=\"{code}\"}} {}",
                     c.load(Relaxed)
                 );
+            }
+        }
+
+        header(
+            &mut out,
+            "switchboard_auth_failures_total",
+            "counter",
+            "Requests and WebSocket ops refused by auth, by reason.",
+        );
+        for (i, m) in shards.iter().enumerate() {
+            for (e, c) in AuthError::ALL.iter().zip(&m.auth_failures) {
+                let _ = writeln!(
+                    out,
+                    "switchboard_auth_failures_total{{shard=\"{i}\",reason=\"{}\"}} {}",
+                    e.reason(),
+                    c.load(Relaxed)
+                );
+            }
+        }
+        let access: [Family; 2] = [
+            (
+                "switchboard_origin_rejected_total",
+                "counter",
+                "Requests refused (403) for an Origin outside --allowed-origins.",
+                |m| &m.origin_rejected,
+            ),
+            (
+                "switchboard_token_expiry_closes_total",
+                "counter",
+                "WebSocket (1008) and SSE connections closed when their token expired.",
+                |m| &m.token_expiry_closes,
+            ),
+        ];
+        for (name, kind, help, get) in access {
+            header(&mut out, name, kind, help);
+            for (i, m) in shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(m).load(Relaxed));
             }
         }
 
@@ -394,6 +672,17 @@ impl Registry {
             header(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {}", value.load(Relaxed));
         }
+        header(
+            &mut out,
+            "switchboard_draining",
+            "gauge",
+            "1 while a graceful drain (SIGTERM or SIGINT) runs.",
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_draining {}",
+            u8::from(self.draining.load(Relaxed))
+        );
         out
     }
 }
@@ -417,6 +706,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn limits_are_listed_in_their_index_order_with_distinct_labels() {
+        for (i, limit) in Limit::ALL.iter().enumerate() {
+            assert_eq!(*limit as usize, i, "{limit:?}");
+        }
+        let names: std::collections::HashSet<_> = Limit::ALL.iter().map(|l| l.name()).collect();
+        assert_eq!(names.len(), Limit::ALL.len());
+    }
+
+    #[test]
+    fn limit_hits_and_loop_turns_are_rendered_and_the_max_resets_per_scrape() {
+        let shard = Arc::new(ShardMetrics::default());
+        shard.limit_hit(Limit::Headers);
+        shard.limit_hit(Limit::Headers);
+        shard.loop_turn(Duration::from_micros(1500));
+        shard.loop_turn(Duration::from_micros(500));
+        let reg = Registry::new(vec![shard], Arc::new(RouterMetrics::default()));
+        let text = reg.render();
+        assert!(text.contains("switchboard_limit_hits_total{shard=\"0\",limit=\"headers\"} 2\n"));
+        assert!(
+            text.contains("switchboard_limit_hits_total{shard=\"0\",limit=\"head_bytes\"} 0\n")
+        );
+        assert!(text.contains("switchboard_loop_busy_seconds_total{shard=\"0\"} 0.002\n"));
+        assert!(text.contains("switchboard_loop_turn_max_seconds{shard=\"0\"} 0.0015\n"));
+        assert!(text.contains("switchboard_draining 0\n"));
+        let again = reg.render();
+        assert!(again.contains("switchboard_loop_turn_max_seconds{shard=\"0\"} 0\n"));
+        assert!(again.contains("switchboard_loop_busy_seconds_total{shard=\"0\"} 0.002\n"));
+        reg.draining.store(true, Relaxed);
+        assert!(reg.render().contains("switchboard_draining 1\n"));
+    }
+
+    #[test]
+    fn closes_are_counted_by_reason_and_an_untold_one_is_the_servers() {
+        let shard = Arc::new(ShardMetrics::default());
+        shard.closed(CloseReason::Timeout);
+        shard.closed(CloseReason::Unset);
+        shard.closed(CloseReason::Server);
+        shard.closed(CloseReason::Drain);
+        shard.closed(CloseReason::Client);
+        let text = Registry::new(vec![shard], Arc::new(RouterMetrics::default())).render();
+        for (reason, n) in [
+            ("timeout", 1),
+            ("server", 2),
+            ("drain", 1),
+            ("client", 1),
+            ("limit", 0),
+        ] {
+            let line = format!("switchboard_closed_total{{shard=\"0\",reason=\"{reason}\"}} {n}\n");
+            assert!(text.contains(&line), "{line}");
+        }
+        for (i, reason) in CloseReason::COUNTED.iter().enumerate() {
+            assert_eq!(*reason as usize, i + 1, "{reason:?}");
+        }
+    }
+
+    #[test]
     fn renders_every_family_with_help_and_type() {
         let shard = Arc::new(ShardMetrics::default());
         shard.response(404);
@@ -425,10 +770,10 @@ mod tests {
         shard.phase_change(Phase::Free, Phase::Ws);
         shard.phase_change(Phase::Free, Phase::Ws);
         shard.phase_change(Phase::Ws, Phase::Closing);
-        let reg = Registry {
-            shards: vec![shard, Arc::new(ShardMetrics::default())],
-            router: Arc::new(RouterMetrics::default()),
-        };
+        let reg = Registry::new(
+            vec![shard, Arc::new(ShardMetrics::default())],
+            Arc::new(RouterMetrics::default()),
+        );
         let text = reg.render();
         assert!(text.contains("switchboard_http_responses_total{shard=\"0\",status=\"404\"} 1\n"));
         assert!(
@@ -448,5 +793,23 @@ mod tests {
                 assert!(announced.contains(name), "{name} has no # TYPE");
             }
         }
+    }
+
+    #[test]
+    fn auth_failures_are_counted_by_reason() {
+        let shard = Arc::new(ShardMetrics::default());
+        shard.auth_failure(AuthError::Expired);
+        shard.auth_failure(AuthError::Expired);
+        shard.auth_failure(AuthError::Forbidden);
+        shard.origin_rejected.fetch_add(1, Relaxed);
+        let reg = Registry::new(vec![shard], Arc::new(RouterMetrics::default()));
+        let text = reg.render();
+        for (reason, n) in [("expired", 2), ("forbidden", 1), ("missing", 0)] {
+            let sample =
+                format!("switchboard_auth_failures_total{{shard=\"0\",reason=\"{reason}\"}} {n}\n");
+            assert!(text.contains(&sample), "{sample}");
+        }
+        assert_eq!(text.matches("switchboard_auth_failures_total{").count(), 7);
+        assert!(text.contains("switchboard_origin_rejected_total{shard=\"0\"} 1\n"));
     }
 }

@@ -1,11 +1,14 @@
-//! Starting the engine: check the kernel, bind one `SO_REUSEPORT` listener per shard,
-//! make the router and the links, start the threads, announce the address, and stay
-//! until a thread ends (which ends the process: a shard never stops on its own).
+//! Starting and stopping the engine: check the kernel, bind one `SO_REUSEPORT` listener
+//! per shard, make the router and the links, start the threads, announce the address,
+//! then stay until SIGTERM or SIGINT (a graceful drain, see [`Running::wait`]) or until a
+//! thread fails (which ends the process: a shard never stops on its own).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use socket2::{Domain, Socket, Type};
@@ -18,24 +21,118 @@ use crate::pubsub::history::HistoryLimits;
 use crate::pubsub::link::{self, Doorbell, RouterEnd};
 use crate::pubsub::router::{Router, RouterMetrics, RouterSettings};
 use crate::shard::{Settings, Shard, ShardInit};
-use crate::uring::{Ring, probe};
+use crate::uring::{Ring, probe, signals};
 
 /// Pending connections the kernel queues per listener (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 65535;
 
-/// A running engine's address and the threads' exit notices.
+/// The signals that start a graceful drain. They are blocked in every engine thread and
+/// taken by one thread with `sigwait`: no signal handler runs.
+const DRAIN_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
+/// How long past `--drain-timeout` the process waits for shards to close the connections
+/// they cut before it exits regardless.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// What the threads tell the one waiting in [`Running::wait`].
+enum Event {
+    /// A thread ended (returned or panicked).
+    Exit(String, Result<()>),
+    /// A drain signal arrived.
+    Signal(libc::c_int),
+    /// A shard has drained: it holds no connection and accepts no more; `cut` of its
+    /// connections were still open at the deadline.
+    Drained { cut: u32 },
+}
+
+/// A running engine's address and the threads' notices.
 pub struct Running {
     pub addr: SocketAddr,
     pub shards: usize,
-    exits: mpsc::Receiver<(String, Result<()>)>,
+    events: mpsc::Receiver<Event>,
+    registry: Arc<Registry>,
+    drain_timeout: Duration,
 }
 
 impl Running {
-    /// Blocks until a thread ends; returns its error (or an error saying it ended).
+    /// Blocks until the engine stops. The first SIGTERM or SIGINT starts a graceful
+    /// drain (every shard stops accepting and ends its connections, see `shard::drain`)
+    /// and returns `Ok` once every shard has drained, or `--drain-timeout` (plus a
+    /// second's grace) has passed; a second signal returns at once. A thread that ends
+    /// otherwise is an error.
     pub fn wait(self) -> Result<()> {
-        let (name, result) = self.exits.recv().context("every engine thread vanished")?;
-        result.with_context(|| format!("{name} failed"))?;
-        bail!("{name} stopped")
+        let mut drain: Option<(Instant, u64)> = None;
+        let mut drained = 0;
+        let mut cut = 0;
+        loop {
+            let event = match drain {
+                None => self.events.recv().context("every engine thread vanished")?,
+                Some((started, open)) => {
+                    let left = (started + self.drain_timeout + DRAIN_GRACE)
+                        .saturating_duration_since(Instant::now());
+                    match self.events.recv_timeout(left) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => {
+                            tracing::warn!(
+                                "drain: shards still busy after {:.1?}; exiting with {} of {open} \
+                                 connections open",
+                                started.elapsed(),
+                                self.registry.open_connections()
+                            );
+                            return Ok(());
+                        }
+                        Err(RecvTimeoutError::Disconnected) => {
+                            bail!("every engine thread vanished")
+                        }
+                    }
+                }
+            };
+            match event {
+                Event::Signal(signal) if drain.is_none() => {
+                    let open = self.registry.open_connections();
+                    tracing::info!(
+                        "{}: draining {open} connections (at most {:?})",
+                        signal_name(signal),
+                        self.drain_timeout
+                    );
+                    self.registry.draining.store(true, Relaxed);
+                    drain = Some((Instant::now(), open));
+                }
+                Event::Signal(signal) => {
+                    tracing::warn!(
+                        "{} during the drain: exiting now with {} connections open",
+                        signal_name(signal),
+                        self.registry.open_connections()
+                    );
+                    return Ok(());
+                }
+                Event::Drained { cut: shard_cut } => {
+                    drained += 1;
+                    cut += shard_cut;
+                    if drained == self.shards
+                        && let Some((started, open)) = drain
+                    {
+                        tracing::info!(
+                            "drained in {:.1?}: {open} connections at the start, {cut} cut at \
+                             the deadline",
+                            started.elapsed()
+                        );
+                        return Ok(());
+                    }
+                }
+                Event::Exit(name, result) => {
+                    result.with_context(|| format!("{name} failed"))?;
+                    bail!("{name} stopped")
+                }
+            }
+        }
+    }
+}
+
+fn signal_name(signal: libc::c_int) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        _ => "signal",
     }
 }
 
@@ -63,6 +160,12 @@ pub fn settings(args: &ServeArgs, max_conns: u32, epoch: u32) -> Settings {
         sse_retry: args.sse_retry,
         recv_buffers: args.recv_buffers,
         recv_buffer_size: args.recv_buffer_size as u32,
+        drain_timeout: args.drain_timeout,
+        ws_ping_interval: args.ws_ping_interval,
+        ws_pong_timeout: args.ws_pong_timeout,
+        max_subscriptions: args.max_subscriptions.min(config::MAX_SUBSCRIPTIONS_LIMIT) as u16,
+        max_conns_per_ip: args.max_conns_per_ip,
+        auth: args.auth_policy(),
     }
 }
 
@@ -95,6 +198,9 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
     if args.max_queued_messages == 0 {
         bail!("--max-queued-messages must be at least 1");
     }
+    if args.ws_ping_interval > MAX_POLL_TIMEOUT || args.ws_pong_timeout > MAX_POLL_TIMEOUT {
+        bail!("--ws-ping-interval and --ws-pong-timeout must be at most {MAX_POLL_TIMEOUT:?}");
+    }
     let epoch = random_epoch()?;
     let router_settings = RouterSettings {
         epoch,
@@ -119,7 +225,20 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         bail!("--max-conns must be at least 1");
     }
 
-    let (exit_tx, exits) = mpsc::channel();
+    let (exit_tx, events) = mpsc::channel();
+    // Before any thread starts, so that every thread inherits the mask.
+    signals::block(&DRAIN_SIGNALS).context("blocking SIGTERM and SIGINT")?;
+    let signal_tx = exit_tx.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(signal) = signals::wait(&DRAIN_SIGNALS) {
+                if signal_tx.send(Event::Signal(signal)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("spawning the signal thread")?;
 
     // The router's ring must be made on the router's own thread (SINGLE_ISSUER); it
     // reports its doorbell, then waits for the shards' links.
@@ -163,10 +282,7 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         .context("listener has no address")?;
 
     let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|_| Arc::default()).collect();
-    let registry = Arc::new(Registry {
-        shards: metrics.clone(),
-        router: router_metrics.clone(),
-    });
+    let registry = Arc::new(Registry::new(metrics.clone(), router_metrics.clone()));
     let settings = Arc::new(settings(args, max_conns, epoch));
 
     let (ready_tx, ready) = mpsc::channel();
@@ -184,8 +300,9 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
             registry: registry.clone(),
         };
         let ready_tx = ready_tx.clone();
+        let drained_tx = exit_tx.clone();
         spawn(format!("shard-{id}"), exit_tx.clone(), move || {
-            let shard = match Shard::new(init) {
+            let mut shard = match Shard::new(init) {
                 Ok(shard) => shard,
                 Err(e) => {
                     let _ = ready_tx.send(Err(anyhow::anyhow!("shard {id}: {e}")));
@@ -193,7 +310,13 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
                 }
             };
             let _ = ready_tx.send(Ok((id, shard.bell())));
-            shard.run().map_err(Into::into)
+            let cut = shard.run()?;
+            let _ = drained_tx.send(Event::Drained { cut });
+            // The process is about to exit. Keep the ring open until it does: its
+            // descriptor is where the router posts wake-ups, and must not be reused.
+            loop {
+                thread::park();
+            }
         })?;
     }
     drop(ready_tx);
@@ -215,11 +338,13 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
     Ok(Running {
         addr,
         shards,
-        exits,
+        events,
+        registry,
+        drain_timeout: args.drain_timeout,
     })
 }
 
-type ExitSender = mpsc::Sender<(String, Result<()>)>;
+type ExitSender = mpsc::Sender<Event>;
 
 /// Reports a thread's end when dropped, so that a panic is reported too.
 struct ExitReport {
@@ -234,7 +359,9 @@ impl Drop for ExitReport {
             .result
             .take()
             .unwrap_or_else(|| Err(anyhow::anyhow!("panicked")));
-        let _ = self.tx.send((std::mem::take(&mut self.name), result));
+        let _ = self
+            .tx
+            .send(Event::Exit(std::mem::take(&mut self.name), result));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Resource bounds: connections that are not process file descriptors, connection
-//! gauges, slow consumers (PROTOCOL.md "Slow consumers") and request timeouts
-//! (PROTOCOL.md "Other endpoints": `--request-timeout`).
+//! gauges, slow consumers (PROTOCOL.md "Slow consumers"), request timeouts
+//! (PROTOCOL.md "Other endpoints": `--request-timeout`) and every limit's answer and
+//! counter (PROTOCOL.md "Limits").
 
 mod common;
 
@@ -362,5 +363,195 @@ fn vanishing_clients_leave_nothing_behind() {
     assert_eq!(
         next_json(&mut ws),
         json!({"topic": "gone.t", "seq": seq, "data": "again"})
+    );
+}
+
+/// The `switchboard_limit_hits_total` sample of `limit` on shard 0.
+fn limit_hits(addr: std::net::SocketAddr, limit: &str) -> f64 {
+    let name = format!("switchboard_limit_hits_total{{shard=\"0\",limit=\"{limit}\"}}");
+    metric(&metrics(addr), &name).unwrap_or_else(|| panic!("no sample {name} in /metrics"))
+}
+
+/// PROTOCOL.md "Limits": each limit is answered with its own status, close code or
+/// `error` op, and counted in `switchboard_limit_hits_total{limit}` (once per refusal,
+/// under its own label and no other); the server goes on serving.
+#[test]
+fn every_limit_is_answered_and_counted() {
+    const LIMITS: [&str; 8] = [
+        "head_bytes",
+        "request_line",
+        "headers",
+        "publish_bytes",
+        "ws_message_bytes",
+        "subscriptions",
+        "topics_per_op",
+        "conns_per_ip",
+    ];
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--max-head-bytes",
+        "1KiB",
+        "--max-headers",
+        "8",
+        "--max-publish-bytes",
+        "100",
+        "--max-subscriptions",
+        "3",
+    ]);
+    let addr = server.addr();
+    let mut expected = [0.0; LIMITS.len()];
+    let mut hit = |limit: &str| {
+        let i = LIMITS.iter().position(|l| *l == limit).unwrap();
+        expected[i] += 1.0;
+        for (l, want) in LIMITS.iter().zip(expected) {
+            assert_eq!(limit_hits(addr, l), want, "{l} after a {limit} refusal");
+        }
+    };
+
+    // Request head larger than --max-head-bytes: 431.
+    let big = "v".repeat(1500);
+    let (r, mut conn) = exchange(
+        addr,
+        &build_request(addr, "GET", "/healthz", &[("X-Big", &big)], b"", false),
+    );
+    assert_eq!(r.status, 431, "{r:?}");
+    assert_closed(&mut conn, "431");
+    hit("head_bytes");
+
+    // The request line alone longer: 414.
+    let (r, mut conn) = exchange(
+        addr,
+        &build_request(addr, "GET", &format!("/healthz?{big}"), &[], b"", false),
+    );
+    assert_eq!(r.status, 414, "{r:?}");
+    assert_closed(&mut conn, "414");
+    hit("request_line");
+
+    // More than --max-headers: 431.
+    let names: Vec<String> = (0..8).map(|i| format!("X-H{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let (r, mut conn) = exchange(
+        addr,
+        &build_request(addr, "GET", "/healthz", &headers, b"", false),
+    );
+    assert_eq!(r.status, 431, "{r:?}");
+    assert_closed(&mut conn, "431");
+    hit("headers");
+
+    // A publish body over --max-publish-bytes, announced or chunked: 413.
+    let body = vec![b'x'; 101];
+    let r = http_request(addr, "POST", "/publish/lim.t", &[], &body);
+    assert_eq!(r.status, 413, "{r:?}");
+    hit("publish_bytes");
+    let (r, mut conn) = exchange(
+        addr,
+        &build_request(addr, "POST", "/publish/lim.t", &[], &body, true),
+    );
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_closed(&mut conn, "413 (chunked)");
+    hit("publish_bytes");
+    assert_eq!(
+        publish(addr, "lim.t", &body[..100]),
+        1,
+        "100 bytes are fine"
+    );
+
+    // A WebSocket message larger than the endpoint takes: 1009 from the frame header.
+    let mut ws = RawWs::connect(addr, "/ws");
+    ws.send(&frame_bytes(
+        true,
+        0,
+        OP_TEXT,
+        b"",
+        Some([1, 2, 3, 4]),
+        Some(64 * 1024 + 1),
+    ));
+    assert_eq!(ws.expect_close(), Some(1009));
+    hit("ws_message_bytes");
+
+    // More topics in a request than --max-subscriptions: 400 on every transport.
+    let four = "topic=lim.a&topic=lim.b&topic=lim.c&topic=lim.d";
+    for path in ["/sse", "/poll"] {
+        let r = http_request(addr, "GET", &format!("{path}?{four}"), &[], b"");
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert!(
+            r.text().contains("at most 3 topics"),
+            "{path}: {}",
+            r.text()
+        );
+        hit("subscriptions");
+    }
+    let (r, _) = exchange(
+        addr,
+        &ws_handshake_request(addr, &format!("/ws?{four}"), &[]),
+    );
+    assert_eq!(r.status, 400, "/ws: {r:?}");
+    hit("subscriptions");
+
+    // A subscribe op past --max-subscriptions, or with too many topics: an error op, and
+    // the connection stays.
+    let mut ws = ws_connect(&server.ws_url("/ws?topic=lim.a&topic=lim.b&topic=lim.c"));
+    ws.send_json(&json!({"op": "subscribe", "topics": ["lim.d"]}));
+    let v = next_json(&mut ws);
+    assert_eq!(v["op"], "error", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("at most 3"), "{v}");
+    hit("subscriptions");
+    let many: Vec<String> = (0..65).map(|i| format!("lim.m{i}")).collect();
+    ws.send_json(&json!({"op": "unsubscribe", "topics": many}));
+    let v = next_json(&mut ws);
+    assert_eq!(v["op"], "error", "{v}");
+    hit("topics_per_op");
+    publish(addr, "lim.a", b"still subscribed");
+    assert_eq!(next_json(&mut ws)["data"], "still subscribed");
+    assert_healthy(addr);
+}
+
+/// PROTOCOL.md "Limits": with `--max-conns-per-ip 2`, a third connection from the same
+/// address is answered `429` and closed while the first two are served; once one of them
+/// has gone, the address may connect again. Each refusal is counted under
+/// `conns_per_ip`.
+#[test]
+fn connections_per_address_are_limited() {
+    let server = Server::start(&["--shards", "1", "--max-conns-per-ip", "2"]);
+    let addr = server.addr();
+    let mut held: Vec<HttpConn> = (0..2)
+        .map(|_| {
+            let mut c = HttpConn::connect(addr).expect("connect");
+            c.send_request("GET", "/healthz", &[], b"").unwrap();
+            let r = c.read_response("GET").expect("an answer");
+            assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+            c
+        })
+        .collect();
+    let (r, mut conn) = exchange(
+        addr,
+        &build_request(addr, "GET", "/healthz", &[], b"", false),
+    );
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.text(), "at most 2 connections per address\n");
+    assert_closed(&mut conn, "429");
+    // The two held connections are still served.
+    for c in &mut held {
+        c.send_request("GET", "/healthz", &[], b"").unwrap();
+        assert_eq!(c.read_response("GET").expect("an answer").status, 200);
+    }
+    held.pop();
+    let mut refused_meanwhile = 0.0;
+    assert!(
+        wait_until(DEFAULT_TIMEOUT, || {
+            let r = http_request(addr, "GET", "/healthz", &[], b"");
+            if r.status == 429 {
+                refused_meanwhile += 1.0;
+            }
+            r.status == 200
+        }),
+        "a connection is admitted again once one has closed"
+    );
+    drop(held);
+    assert!(
+        wait_until(DEFAULT_TIMEOUT, || limit_hits(addr, "conns_per_ip")
+            == 1.0 + refused_meanwhile),
+        "each refusal is counted"
     );
 }

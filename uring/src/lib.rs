@@ -1,13 +1,14 @@
 //! Every `unsafe` of Switchboard's io_uring programs lives here: ring setup and the
-//! kernel-feature probe, `user_data` tokens, the provided-buffer ring, and the operations
-//! the engine's shards and loadgen's threads submit. Each unsafe block states which
-//! buffer or descriptor outlives which completion; the engine and loadgen use only the
-//! safe API below (both forbid `unsafe` themselves).
+//! kernel-feature probe, `user_data` tokens, the provided-buffer ring, the operations
+//! the engine's shards and loadgen's threads submit, and the signal mask and `sigwait`.
+//! Each unsafe block states which buffer or descriptor outlives which completion; the
+//! engine and loadgen use only the safe API below (both forbid `unsafe` themselves).
 
 mod bufring;
 mod connect;
 pub mod probe;
 mod ring;
+pub mod signals;
 mod token;
 
 pub use bufring::BufRing;

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -52,13 +53,15 @@ impl fmt::Display for TaskRun {
     }
 }
 
-/// One completion, decoded. `sent` gives back the buffer of a send.
+/// One completion, decoded. `sent` gives back the buffer of a send; `peer` is the
+/// address of a connection accepted by [`Ring::accept_with_peer`].
 #[derive(Debug)]
 pub struct Completion {
     pub token: Token,
     pub result: i32,
     pub flags: u32,
     pub sent: Option<Bytes>,
+    pub peer: Option<IpAddr>,
 }
 
 impl Completion {
@@ -79,6 +82,35 @@ struct InflightSend {
     token: Token,
 }
 
+/// Where the kernel writes the address of the peer a single-shot accept accepts. Boxed
+/// in the ring's table, so it stays put while the accept is in flight.
+struct InflightAccept {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl InflightAccept {
+    /// The peer's IP address, once the accept has completed.
+    fn peer(&self) -> Option<IpAddr> {
+        match i32::from(self.addr.ss_family) {
+            libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the kernel wrote a `sockaddr_in` (family AF_INET, length checked)
+                // at the start of the storage, which is larger and at least as aligned.
+                let sin = unsafe { &*(&raw const self.addr).cast::<libc::sockaddr_in>() };
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))))
+            }
+            libc::AF_INET6 if self.len as usize >= size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for a `sockaddr_in6` (family AF_INET6).
+                let sin6 = unsafe { &*(&raw const self.addr).cast::<libc::sockaddr_in6>() };
+                Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// An entry waiting for room in the submission queue. `chain_rest` counts the entries
 /// after it that belong to the same linked chain: a chain is only ever moved into the
 /// queue whole, so that one `enter` never submits half of it (the kernel would run the
@@ -95,6 +127,8 @@ pub struct Ring {
     backlog: VecDeque<Waiting>,
     /// Buffers of sends in flight, keyed by the slot number carried in their `user_data`.
     sends: Slab<InflightSend>,
+    /// Address buffers of single-shot accepts in flight, keyed like `sends`.
+    accepts: Slab<Box<InflightAccept>>,
     /// Connect chains in flight (their addresses and timeout), keyed like `sends`.
     pub(super) chains: Slab<InflightChain>,
     /// The tick interval; boxed so its address is stable while a timeout SQE points at it.
@@ -142,6 +176,7 @@ impl Ring {
                         task_run,
                         backlog: VecDeque::new(),
                         sends: Slab::new(),
+                        accepts: Slab::new(),
                         chains: Slab::new(),
                         tick: Box::new(types::Timespec::new()),
                     });
@@ -185,6 +220,26 @@ impl Ring {
             .allocate_file_index(true)
             .build()
             .user_data(Token::ring(Kind::Accept).encode());
+        self.push(entry);
+    }
+
+    /// A single-shot accept on `listener` into a free slot of the fixed-file table that
+    /// also reports the peer's address: it completes as `Kind::AcceptPeer` with the slot
+    /// as result and [`Completion::peer`] set. (A multishot accept cannot report
+    /// addresses: all its completions would share one buffer.)
+    pub fn accept_with_peer(&mut self, listener: RawFd) {
+        let mut inflight = Box::new(InflightAccept {
+            // SAFETY: `sockaddr_storage` is plain old data: all zeroes is a valid value.
+            addr: unsafe { std::mem::zeroed() },
+            len: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        });
+        let addr = (&raw mut inflight.addr).cast::<libc::sockaddr>();
+        let len = &raw mut inflight.len;
+        let key = self.accepts.insert(inflight);
+        let entry = opcode::Accept::new(types::Fd(listener), addr, len)
+            .file_index(Some(types::DestinationSlot::auto_target()))
+            .build()
+            .user_data(Token::new(Kind::AcceptPeer, 0, key as u32).encode());
         self.push(entry);
     }
 
@@ -258,6 +313,18 @@ impl Ring {
                 }
                 .encode(),
             );
+        self.push(entry);
+    }
+
+    /// Cancels every accept on `listener` (the multishot one, or the single-shot ones):
+    /// each then completes with `-ECANCELED` (a multishot one without
+    /// `IORING_CQE_F_MORE`). Only a failure of the cancel itself completes here (as
+    /// `Kind::CancelRecv`).
+    pub fn cancel_accepts(&mut self, listener: RawFd) {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(listener)).all())
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(Token::ring(Kind::CancelRecv).encode());
         self.push(entry);
     }
 
@@ -350,7 +417,8 @@ impl Ring {
         // is owned by `self.sends` until `reap` sees its completion; a connect chain's
         // addresses and timespec are boxed in `self.chains` until `reap` has seen the
         // completion of every entry of the chain (and leaked if the ring is dropped
-        // first); the socket option value is a `static`; the tick's timespec is boxed in
+        // first); an accept's address buffer is boxed in `self.accepts` likewise; the
+        // socket option value is a `static`; the tick's timespec is boxed in
         // `self` and only rewritten by `tick`, which the caller issues again only after
         // the previous timeout completed; the other operations carry no pointers.
         unsafe { self.uring.submission().push(entry).is_ok() }
@@ -424,7 +492,23 @@ impl Ring {
                 );
                 continue;
             };
+            let mut peer = None;
             let (token, sent) = match token.kind {
+                Kind::AcceptPeer => match self.accepts.try_remove(token.slot as usize) {
+                    Some(inflight) => {
+                        if cqe.result() >= 0 {
+                            peer = inflight.peer();
+                        }
+                        (token, None)
+                    }
+                    None => {
+                        tracing::error!(
+                            "io_uring: accept completion for unknown key {}",
+                            token.slot
+                        );
+                        continue;
+                    }
+                },
                 Kind::Send => match self.sends.try_remove(token.slot as usize) {
                     Some(send) => (send.token, Some(send.buf)),
                     None => {
@@ -454,6 +538,7 @@ impl Ring {
                 result: cqe.result(),
                 flags: cqe.flags(),
                 sent,
+                peer,
             });
         }
     }
@@ -462,6 +547,11 @@ impl Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         self.leak_chains();
+        // The kernel tears pending accepts down after the ring is gone and may still
+        // write their addresses: their buffers must outlive it.
+        for inflight in std::mem::take(&mut self.accepts).drain() {
+            Box::leak(inflight);
+        }
     }
 }
 

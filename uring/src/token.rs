@@ -24,7 +24,8 @@ pub enum Kind {
     Wake = 8,
     /// A wake-up this ring posted into another ring; only failures complete here.
     WakeSent = 9,
-    /// Cancellation of one connection's recv (to stop reading); only failures complete.
+    /// Cancellation of one connection's recv (to stop reading) or of the accept (to
+    /// drain); only failures complete.
     CancelRecv = 10,
     /// `IORING_OP_SOCKET` into a chosen fixed-file slot: the first link of a connect chain.
     Socket = 11,
@@ -36,6 +37,8 @@ pub enum Kind {
     Connect = 14,
     /// The linked timeout that bounds a chain's connect.
     ConnectTimeout = 15,
+    /// A single-shot accept that reports the peer's address (slot: its address buffer).
+    AcceptPeer = 16,
 }
 
 impl Kind {
@@ -56,6 +59,7 @@ impl Kind {
             13 => Kind::Bind,
             14 => Kind::Connect,
             15 => Kind::ConnectTimeout,
+            16 => Kind::AcceptPeer,
             _ => return None,
         })
     }

@@ -5,6 +5,7 @@
 use switchboard_proto::http1::ChunkedDecoder;
 use switchboard_proto::ws;
 
+use crate::metrics::CloseReason;
 use crate::pubsub::link::ConnRef;
 use crate::uring::{Kind, Token, next_generation};
 
@@ -85,6 +86,10 @@ pub mod flag {
     /// Slow consumer under the `drop` policy: messages for it are discarded until its
     /// send queue has drained.
     pub const DROPPING: u16 = 1 << 12;
+    /// `Ws`: something arrived from the client since the keep-alive timer last fired.
+    pub const WS_HEARD: u16 = 1 << 13;
+    /// `Ws`: a ping is out; the client must send something before the pong deadline.
+    pub const PING_SENT: u16 = 1 << 14;
     /// Operations the kernel still holds that name the connection's fixed-file slot:
     /// the slot is closed (and may be reused) only when none is left.
     pub const IN_KERNEL: u16 = RECV_ARMED | SENDING | SHUTTING | CANCELLING;
@@ -114,6 +119,8 @@ pub struct Conn {
     pub queued_msgs: u32,
     /// `Poll`: the router-wide position the poll answers with if it times out.
     pub poll_gseq: u64,
+    /// Why it is closing, once known (counted when the slot is freed).
+    pub close_reason: CloseReason,
     pub rx: Option<Box<Rx>>,
 }
 
@@ -133,6 +140,7 @@ impl Conn {
         queued_bytes: 0,
         queued_msgs: 0,
         poll_gseq: 0,
+        close_reason: CloseReason::Unset,
         rx: None,
     };
 
@@ -160,6 +168,13 @@ impl Conn {
     }
 
     /// Still serving its peer (not free, not on its way out).
+    /// Records why the connection closes, unless a reason was given already.
+    pub fn close_because(&mut self, reason: CloseReason) {
+        if self.close_reason == CloseReason::Unset {
+            self.close_reason = reason;
+        }
+    }
+
     pub fn is_live(&self) -> bool {
         !matches!(self.phase, Phase::Free | Phase::Closing)
     }
@@ -260,6 +275,19 @@ impl ConnTable {
         let page = self.pages[slot as usize / PAGE_CONNS].as_mut()?;
         let conn = &mut page[slot as usize % PAGE_CONNS];
         (conn.phase != Phase::Free && conn.generation == generation).then_some(conn)
+    }
+
+    /// Appends the slot of every connection that is not `Free` to `out` (pages never
+    /// touched are skipped, and none is allocated).
+    pub fn live_slots(&self, out: &mut Vec<u32>) {
+        for (p, page) in self.pages.iter().enumerate() {
+            let Some(page) = page else { continue };
+            for (i, conn) in page.iter().enumerate() {
+                if conn.phase != Phase::Free {
+                    out.push((p * PAGE_CONNS + i) as u32);
+                }
+            }
+        }
     }
 
     /// Frees a slot: bumps its generation so late completions for it are dropped.

@@ -5,12 +5,13 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
-use switchboard_proto::http1::{self, BodyFraming, ChunkedDecoder, Request};
+use switchboard_proto::http1::{self, BodyError, BodyFraming, ChunkedDecoder, Request};
 use switchboard_proto::{envelope, topic};
 
 use super::conn::{BodyProgress, Phase, PublishBody, flag};
-use super::{Core, ws};
+use super::{Core, access, ws};
 use crate::config::{MAX_HEADERS_LIMIT, PARK_PAUSE_BYTES};
+use crate::metrics::{CloseReason, Limit};
 use crate::pubsub::link::{ConnRef, ToRouter};
 use crate::uring::Kind;
 
@@ -151,6 +152,12 @@ impl Core {
                 Ok(None) => return pos,
                 Err(e) => {
                     tracing::debug!(slot, "bad request: {e}");
+                    if let Some(limit) = super::limits::head_limit(&e) {
+                        self.limit_hit(slot, limit);
+                    } else {
+                        let conn = self.conns.slot_mut(slot);
+                        conn.close_because(CloseReason::ProtocolError);
+                    }
                     self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
                     self.respond_text(slot, e.status(), &e.to_string());
                     return input.len();
@@ -174,6 +181,16 @@ impl Core {
     /// Answers one request; returns the body bytes it consumed.
     fn route(&mut self, slot: u32, req: &Request<'_, '_>, body: &[u8]) -> usize {
         let path = req.path;
+        if access::is_preflight(req) {
+            if path.starts_with("/publish/") {
+                self.preflight(slot, req, "POST");
+                return self.skip_body(slot, req);
+            }
+            if matches!(path, "/sse" | "/poll") {
+                self.preflight(slot, req, "GET");
+                return self.skip_body(slot, req);
+            }
+        }
         if let Some(encoded_topic) = path.strip_prefix("/publish/") {
             return self.publish_request(slot, req, encoded_topic, body);
         }
@@ -192,6 +209,13 @@ impl Core {
         }
         match path {
             "/healthz" => match req.method {
+                // Draining: still answering, but not for long (see `drain`).
+                "GET" if self.drain.is_some() => {
+                    self.respond(slot, 503, &[], Some("text/plain"), b"draining")
+                }
+                "HEAD" if self.drain.is_some() => {
+                    self.respond_head_only(slot, 503, "text/plain", 8)
+                }
                 "GET" => self.respond(slot, 200, &[], Some("text/plain"), b"ok"),
                 "HEAD" => self.respond_head_only(slot, 200, "text/plain", 2),
                 _ => self.method_not_allowed(slot, "GET, HEAD"),
@@ -229,6 +253,9 @@ impl Core {
             self.method_not_allowed(slot, "POST");
             return self.skip_body(slot, req);
         }
+        if !self.origin_checked(slot, req, true) {
+            return self.skip_body(slot, req);
+        }
         let topic = match http1::percent_decode(encoded_topic) {
             Ok(t) => t,
             Err(_) => {
@@ -240,10 +267,14 @@ impl Core {
             self.respond_text(slot, 400, &format!("topic: {e}"));
             return self.skip_body(slot, req);
         }
+        if !self.publisher_authorized(slot, req, &topic) {
+            return self.skip_body(slot, req);
+        }
         let max = self.settings.max_publish_bytes;
         let progress = match req.body {
             BodyFraming::None => BodyProgress::Length(0),
             BodyFraming::Length(n) if n > max as u64 => {
+                self.limit_hit(slot, Limit::PublishBytes);
                 self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
                 self.respond_text(slot, 413, &format!("publish body over {max} bytes"));
                 return body.len();
@@ -303,6 +334,9 @@ impl Core {
                 Err(e) => {
                     rx.body = None;
                     conn.set(flag::HTTP_CLOSE);
+                    if e == BodyError::TooLarge {
+                        self.limit_hit(slot, Limit::PublishBytes);
+                    }
                     self.respond_text(slot, e.status(), &e.to_string());
                     return input.len();
                 }
@@ -387,7 +421,14 @@ impl Core {
     ) {
         let close = self.conns.slot_mut(slot).has(flag::HTTP_CLOSE);
         let mut out = Vec::with_capacity(160 + body.len());
-        http1::write_response(&mut out, status, headers, content_type, body, close);
+        match self.access.cors(slot) {
+            None => http1::write_response(&mut out, status, headers, content_type, body, close),
+            Some(origin) => {
+                let mut all = headers.to_vec();
+                all.extend(access::cors_headers(origin));
+                http1::write_response(&mut out, status, &all, content_type, body, close);
+            }
+        }
         self.finish_response(slot, status, out, close);
     }
 
@@ -430,6 +471,7 @@ impl Core {
     }
 
     fn finish_response(&mut self, slot: u32, status: u16, out: Vec<u8>, close: bool) {
+        self.access.clear_cors(slot);
         self.metrics.response(status);
         self.send(slot, Bytes::from(out));
         if close {

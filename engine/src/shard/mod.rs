@@ -5,9 +5,13 @@
 //! and nothing here locks; other threads reach a shard only through its queue and
 //! doorbell.
 
+mod access;
 pub mod conn;
 mod direct;
+mod drain;
 mod http;
+mod keepalive;
+mod limits;
 mod poll;
 mod sendq;
 mod slow;
@@ -32,7 +36,7 @@ use switchboard_proto::address::DirectAddress;
 use switchboard_proto::http1;
 
 use crate::config::{LINGER, TICK};
-use crate::metrics::{Registry, ShardMetrics};
+use crate::metrics::{CloseReason, Registry, ShardMetrics};
 use crate::pubsub::link::{ConnRef, Doorbell, FromRouter, Message, ShardEnd, ToRouter};
 use crate::uring::{BufRing, Completion, Kind, Ring, RingParams, Token};
 use conn::{ConnTable, Phase, flag};
@@ -62,6 +66,15 @@ pub struct Settings {
     pub sse_retry: Duration,
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
+    pub drain_timeout: Duration,
+    /// 0: WebSockets are never pinged.
+    pub ws_ping_interval: Duration,
+    pub ws_pong_timeout: Duration,
+    pub max_subscriptions: u16,
+    /// 0: unlimited.
+    pub max_conns_per_ip: u32,
+    /// Who may subscribe, publish, and connect from which origins.
+    pub auth: crate::auth::Policy,
 }
 
 /// Everything a shard thread is given when it starts.
@@ -86,7 +99,8 @@ pub struct Shard {
 /// connection it belongs to is handled.
 struct Core {
     ring: Ring,
-    listener: Socket,
+    /// Dropped when the shard starts draining.
+    listener: Option<Socket>,
     settings: Arc<Settings>,
     conns: ConnTable,
     topics: Topics,
@@ -107,7 +121,9 @@ struct Core {
     /// Stamp of the delivery in progress (dedupes overlapping subscriptions).
     stamp: u32,
     epoch: Instant,
-    accept_armed: bool,
+    /// Accept operations the kernel holds: the multishot one, or (with
+    /// `--max-conns-per-ip`) up to `limits::PEER_ACCEPT_DEPTH` single-shot ones.
+    accepts_armed: u32,
     due: Vec<(u32, u32, u32)>,
     interest: Vec<InterestChange>,
     /// This shard's index (the first part of its connections' direct addresses).
@@ -117,6 +133,12 @@ struct Core {
     secrets_source: direct::SecretSource,
     /// Slow consumers whose messages are being dropped.
     dropping: slow::Dropping,
+    /// Set once the process asked to stop: the shard no longer accepts.
+    drain: Option<drain::Drain>,
+    /// Connections per source address (with `--max-conns-per-ip`).
+    per_ip: limits::PerIp,
+    /// Each connection's token claims and expiry, and the CORS origin of its request.
+    access: access::Access,
 }
 
 impl Shard {
@@ -133,6 +155,7 @@ impl Shard {
         let bell = Doorbell::new(ring.fd());
         let secrets = direct::Secrets::new(s.max_conns);
         let secrets_source = direct::SecretSource::new()?;
+        let access = access::Access::new(s.max_conns, s.auth.required);
         tracing::debug!(
             shard = init.id,
             "ring ready ({}), {} connection slots",
@@ -143,7 +166,7 @@ impl Shard {
             core: Core {
                 conns: ConnTable::new(s.max_conns),
                 ring,
-                listener: init.listener,
+                listener: Some(init.listener),
                 settings: init.settings,
                 topics: Topics::default(),
                 sendq: SendQueues::default(),
@@ -159,13 +182,16 @@ impl Shard {
                 starved: Vec::new(),
                 stamp: 0,
                 epoch: Instant::now(),
-                accept_armed: false,
+                accepts_armed: 0,
                 due: Vec::new(),
                 interest: Vec::new(),
                 shard: u8::try_from(init.id).expect("at most 256 shards"),
                 secrets,
                 secrets_source,
                 dropping: slow::Dropping::default(),
+                drain: None,
+                per_ip: limits::PerIp::default(),
+                access,
             },
             bufs,
         })
@@ -176,7 +202,10 @@ impl Shard {
         self.core.bell.clone()
     }
 
-    pub fn run(mut self) -> io::Result<()> {
+    /// Runs the loop until a drain is over; returns how many connections the drain had
+    /// to cut at its deadline. The ring stays with `self`: other rings may still post
+    /// wake-ups to it until the process exits.
+    pub fn run(&mut self) -> io::Result<u32> {
         let core = &mut self.core;
         core.arm_accept();
         core.ring.tick(TICK);
@@ -191,6 +220,7 @@ impl Shard {
             }
             self.core.ring.enter(idle)?;
             self.core.bell.disarm();
+            let turn = Instant::now();
 
             self.core.ring.reap(&mut completions);
             for c in completions.drain(..) {
@@ -201,6 +231,12 @@ impl Shard {
             self.core.rearm_starved();
             self.core.flush_router();
             self.core.metrics.loop_turns.fetch_add(1, Relaxed);
+            self.core.metrics.loop_turn(turn.elapsed());
+            if let Some(cut) = self.core.drained() {
+                // Submit the last closes before leaving.
+                self.core.ring.enter(false)?;
+                return Ok(cut);
+            }
         }
     }
 
@@ -230,7 +266,7 @@ impl Shard {
 impl Core {
     fn dispatch(&mut self, c: Completion) {
         match c.token.kind {
-            Kind::Accept => self.on_accept(&c),
+            Kind::Accept | Kind::AcceptPeer => self.on_accept(&c),
             Kind::Send => self.on_send(c),
             Kind::Tick => self.on_tick(),
             Kind::Wake => {}
@@ -286,34 +322,55 @@ impl Core {
 
     // ---- accept -------------------------------------------------------------------
 
+    /// Arms what is missing of the accepts: the multishot accept, or, when connections
+    /// per address are limited, single-shot accepts that report the peer's address.
     fn arm_accept(&mut self) {
-        self.ring.accept_multishot(self.listener.as_raw_fd());
-        self.accept_armed = true;
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        if self.drain.is_some() {
+            return;
+        }
+        let fd = listener.as_raw_fd();
+        if self.settings.max_conns_per_ip == 0 {
+            if self.accepts_armed == 0 {
+                self.ring.accept_multishot(fd);
+                self.accepts_armed = 1;
+            }
+        } else {
+            while self.accepts_armed < limits::PEER_ACCEPT_DEPTH {
+                self.ring.accept_with_peer(fd);
+                self.accepts_armed += 1;
+            }
+        }
     }
 
     fn on_accept(&mut self, c: &Completion) {
-        if !c.more() {
-            self.accept_armed = false;
+        if c.token.kind == Kind::AcceptPeer || !c.more() {
+            self.accepts_armed -= 1;
+            self.accepts_gone();
+        }
+        if c.result == -libc::ECANCELED && self.drain.is_some() {
+            return; // the drain cancelled it
         }
         if c.result < 0 {
             self.metrics.accept_errors.fetch_add(1, Relaxed);
             if c.result == -libc::ENFILE || c.result == -libc::EMFILE {
-                // The fixed-file table is full: the accept is re-armed on the next tick.
-                tracing::warn!(
-                    "accept: all {} connection slots are in use",
-                    self.conns.capacity()
-                );
+                // The fixed-file table is full: the accepts are re-armed on the next tick
+                // (warned once per tick, when the last of them has failed).
+                if self.accepts_armed == 0 {
+                    tracing::warn!(
+                        "accept: all {} connection slots are in use",
+                        self.conns.capacity()
+                    );
+                }
             } else {
                 tracing::warn!("accept failed: {}", io::Error::from_raw_os_error(-c.result));
-                if !self.accept_armed {
-                    self.arm_accept();
-                }
+                self.arm_accept();
             }
             return;
         }
-        if !self.accept_armed {
-            self.arm_accept();
-        }
+        self.arm_accept();
         let slot = c.result as u32;
         if slot >= self.conns.capacity() {
             tracing::error!("accept: kernel gave slot {slot} beyond the table");
@@ -334,6 +391,9 @@ impl Core {
         self.metrics.phase_change(Phase::Free, Phase::Http);
         self.ring.recv_multishot(token, RECV_GROUP);
         self.set_deadline(slot, self.settings.request_timeout);
+        if let Some(peer) = c.peer {
+            self.admit_peer(slot, peer);
+        }
     }
 
     // ---- receive ------------------------------------------------------------------
@@ -351,6 +411,7 @@ impl Core {
             n if n > 0 => self.on_data(slot, data),
             0 => {
                 conn.set(flag::PEER_EOF);
+                conn.close_because(CloseReason::Client);
                 self.on_eof(slot);
             }
             e if e == -libc::ENOBUFS => {
@@ -363,6 +424,7 @@ impl Core {
             e if e == -libc::ECANCELED => {}
             e => {
                 tracing::debug!(slot, "recv: {}", io::Error::from_raw_os_error(-e));
+                conn.close_because(CloseReason::Client);
                 self.finalize(slot);
             }
         }
@@ -388,8 +450,14 @@ impl Core {
         match conn.phase {
             Phase::Http => self.http_input(slot, data),
             Phase::Publishing | Phase::Subscribing | Phase::Poll => self.park_input(slot, data),
-            Phase::Ws | Phase::Echo if op_pending => self.park_input(slot, data),
-            Phase::Ws | Phase::Echo => self.ws_input(slot, data),
+            Phase::Ws | Phase::Echo if op_pending => {
+                conn.set(flag::WS_HEARD);
+                self.park_input(slot, data)
+            }
+            Phase::Ws | Phase::Echo => {
+                conn.set(flag::WS_HEARD);
+                self.ws_input(slot, data)
+            }
             // An event stream is one way; lingering connections are being drained.
             Phase::Sse | Phase::Closing => {}
             Phase::Free => unreachable!("data for a free slot"),
@@ -450,6 +518,7 @@ impl Core {
         }
         if c.result < 0 {
             tracing::debug!(slot, "send: {}", io::Error::from_raw_os_error(-c.result));
+            conn.close_because(CloseReason::Client);
             self.finalize(slot);
             return;
         }
@@ -481,8 +550,10 @@ impl Core {
         }
         self.metrics.phase_change(conn.phase, Phase::Closing);
         conn.phase = Phase::Closing;
+        conn.close_because(CloseReason::Server);
         self.secrets.clear(slot);
         self.dropping.forget(slot);
+        self.access.forget(slot);
         self.drop_subscriptions(slot);
     }
 
@@ -574,7 +645,8 @@ impl Core {
         let token = conn.token(Kind::Close, slot);
         self.ring.close(token);
         self.metrics.phase_change(conn.phase, Phase::Free);
-        self.metrics.closed.fetch_add(1, Relaxed);
+        self.metrics.closed(conn.close_reason);
+        self.per_ip.release(slot);
         self.conns.free(slot);
     }
 
@@ -592,9 +664,7 @@ impl Core {
 
     fn on_tick(&mut self) {
         self.ring.tick(TICK);
-        if !self.accept_armed {
-            self.arm_accept();
-        }
+        self.arm_accept();
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(self.now_tick(), &mut due);
         for (slot, generation, tick) in due.drain(..) {
@@ -610,16 +680,16 @@ impl Core {
                     self.send(slot, Bytes::from_static(subscribe::SSE_HEARTBEAT));
                     self.set_deadline(slot, self.settings.sse_heartbeat);
                 }
-                Phase::Http => {
-                    tracing::debug!(slot, "request timeout");
-                    self.finalize(slot);
-                }
+                Phase::Http => self.request_timed_out(slot),
                 Phase::Closing => self.finalize(slot),
                 Phase::Poll => self.poll_expired(slot),
+                Phase::Ws => self.ws_keepalive(slot),
                 _ => {}
             }
         }
         self.due = due;
+        self.drain_tick();
+        self.expire_tokens();
     }
 
     // ---- router -------------------------------------------------------------------

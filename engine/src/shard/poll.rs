@@ -23,6 +23,9 @@ impl Core {
             self.method_not_allowed(slot, "GET");
             return;
         }
+        if !self.origin_checked(slot, req, true) {
+            return;
+        }
         let since = match query_since(req.query) {
             Ok(since) => since,
             Err(msg) => return self.bad_request(slot, &msg),
@@ -32,9 +35,13 @@ impl Core {
             Ok(patterns) if patterns.is_empty() => {
                 self.bad_request(slot, "give at least one topic: /poll?topic=NAME")
             }
+            Ok(patterns) if patterns.len() > self.max_subscriptions() => self.too_many_topics(slot),
             Ok(patterns) => {
-                self.set_phase(slot, Phase::Subscribing);
                 let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+                if !self.subscriber_authorized(slot, req, &refs, false) {
+                    return;
+                }
+                self.set_phase(slot, Phase::Subscribing);
                 self.subscribe_then(slot, &refs, After::Poll, since);
             }
         }

@@ -18,6 +18,7 @@ use switchboard_proto::{envelope, sse};
 
 use super::Core;
 use super::conn::{Phase, flag};
+use crate::metrics::CloseReason;
 use crate::pubsub::link::Message;
 
 /// The policy for a subscriber past its queue bound.
@@ -126,6 +127,7 @@ impl Core {
             return;
         }
         conn.clear(flag::DROPPING);
+        conn.close_because(CloseReason::SlowConsumer);
         self.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
         self.sendq.clear(conn);
         self.metrics

@@ -19,8 +19,7 @@ use switchboard_proto::position::Position;
 use switchboard_proto::{control, envelope, sse, topic};
 
 use super::conn::{Phase, flag};
-use super::{Core, ToRouter};
-use crate::config::MAX_SUBSCRIPTIONS_PER_CONN;
+use super::{Core, ToRouter, access};
 use crate::pubsub::history::Replay;
 use crate::pubsub::link::{ConnRef, Resume};
 
@@ -111,11 +110,6 @@ pub fn query_patterns(query: &str) -> Result<Vec<String>, String> {
             patterns.push(value.into_owned());
         }
     }
-    if patterns.len() > usize::from(MAX_SUBSCRIPTIONS_PER_CONN) {
-        return Err(format!(
-            "at most {MAX_SUBSCRIPTIONS_PER_CONN} topics per connection"
-        ));
-    }
     Ok(patterns)
 }
 
@@ -124,6 +118,9 @@ impl Core {
     pub(super) fn sse_request(&mut self, slot: u32, req: &Request<'_, '_>) {
         if req.method != "GET" {
             self.method_not_allowed(slot, "GET");
+            return;
+        }
+        if !self.origin_checked(slot, req, true) {
             return;
         }
         // The browser's `Last-Event-ID` (a reconnection) wins over `since` in the URL
@@ -137,9 +134,13 @@ impl Core {
             Ok(patterns) if patterns.is_empty() => {
                 self.bad_request(slot, "give at least one topic: /sse?topic=NAME")
             }
+            Ok(patterns) if patterns.len() > self.max_subscriptions() => self.too_many_topics(slot),
             Ok(patterns) => {
-                self.set_phase(slot, Phase::Subscribing);
                 let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+                if !self.subscriber_authorized(slot, req, &refs, true) {
+                    return;
+                }
+                self.set_phase(slot, Phase::Subscribing);
                 self.subscribe_then(slot, &refs, After::SseStart, since);
             }
         }
@@ -240,7 +241,15 @@ impl Core {
                     return;
                 };
                 let mut out = Vec::with_capacity(256);
-                http1::write_head(&mut out, 200, sse::RESPONSE_HEADERS);
+                match self.access.cors(slot) {
+                    None => http1::write_head(&mut out, 200, sse::RESPONSE_HEADERS),
+                    Some(origin) => {
+                        let mut headers = sse::RESPONSE_HEADERS.to_vec();
+                        headers.extend(access::cors_headers(origin));
+                        http1::write_head(&mut out, 200, &headers);
+                    }
+                }
+                self.access.clear_cors(slot);
                 sse::write_retry(&mut out, self.settings.sse_retry.as_millis() as u32);
                 let mut hello = Vec::with_capacity(64);
                 control::write_hello(&mut hello, &id);

@@ -14,9 +14,8 @@ use switchboard_proto::ws::{self, Event, Reader, Role, close, frame::Opcode, han
 use super::conn::{Phase, Rx, flag};
 use super::subscribe::After;
 use super::{Core, ToRouter};
-use crate::config::{
-    ECHO_MAX_MESSAGE_BYTES, MAX_SUBSCRIPTIONS_PER_CONN, WS_MAX_CLIENT_MESSAGE_BYTES,
-};
+use crate::config::{ECHO_MAX_MESSAGE_BYTES, WS_MAX_CLIENT_MESSAGE_BYTES};
+use crate::metrics::{CloseReason, Limit};
 
 /// Fresh receive state for a connection in `phase`: its frame reader is sized for the
 /// phase (a connection that is not a WebSocket yet gets one that accepts nothing). Every
@@ -74,22 +73,30 @@ impl Core {
             self.ws_open(slot, &accept, Phase::Echo);
             return;
         }
+        if !self.origin_checked(slot, req, false) {
+            return;
+        }
         let since = match super::subscribe::query_since(req.query) {
             Ok(since) => since,
             Err(msg) => return self.bad_request(slot, &msg),
         };
         match super::subscribe::query_patterns(req.query) {
             Err(msg) => self.bad_request(slot, &msg),
+            Ok(patterns) if patterns.len() > self.max_subscriptions() => self.too_many_topics(slot),
             Ok(patterns) if patterns.is_empty() && since.is_some() => {
                 self.bad_request(slot, "since needs at least one topic")
             }
-            Ok(patterns) if patterns.is_empty() => {
-                self.ws_start(slot, &accept);
-            }
             Ok(patterns) => {
-                self.set_phase(slot, Phase::Subscribing);
                 let refs: Vec<&str> = patterns.iter().map(|p| &**p).collect();
-                self.subscribe_then(slot, &refs, After::WsHandshake(accept), since);
+                if !self.subscriber_authorized(slot, req, &refs, true) {
+                    return;
+                }
+                if refs.is_empty() {
+                    self.ws_start(slot, &accept);
+                } else {
+                    self.set_phase(slot, Phase::Subscribing);
+                    self.subscribe_then(slot, &refs, After::WsHandshake(accept), since);
+                }
             }
         }
     }
@@ -122,6 +129,9 @@ impl Core {
         if let Some(rx) = conn.rx.as_mut() {
             rx.ws = Reader::new(Role::Server, max_message_bytes(phase));
         }
+        if phase == Phase::Ws {
+            self.ws_keepalive_start(slot);
+        }
     }
 
     /// Frames from a WebSocket client, unmasked and parsed in place.
@@ -142,6 +152,12 @@ impl Core {
                 Ok(step) => step,
                 Err(e) => {
                     tracing::debug!(slot, "websocket protocol error: {e}");
+                    if e.close_code() == close::TOO_BIG {
+                        self.limit_hit(slot, Limit::WsMessageBytes);
+                    } else {
+                        let conn = self.conns.slot_mut(slot);
+                        conn.close_because(CloseReason::ProtocolError);
+                    }
                     self.ws_close(slot, e.close_code(), e.reason());
                     return;
                 }
@@ -180,6 +196,7 @@ impl Core {
                 }
                 Event::Pong(_) => Next::Continue,
                 Event::Close { code, reason: _ } => {
+                    self.conns.slot_mut(slot).close_because(CloseReason::Client);
                     // Answer with the peer's code (or an empty close if it gave none),
                     // then FIN after it: the server closes the TCP connection first.
                     let mut out = Vec::with_capacity(4);
@@ -229,6 +246,9 @@ impl Core {
             }
             Ok(ClientOp::Unsubscribe(patterns)) => self.ws_unsubscribe(slot, &patterns),
             Err(e) => {
+                if matches!(e, control::OpError::TooManyTopics { .. }) {
+                    self.limit_hit(slot, Limit::TopicsPerOp);
+                }
                 let mut out = Vec::new();
                 control::write_error(&mut out, &e.to_string());
                 self.ws_text(slot, &out);
@@ -240,7 +260,7 @@ impl Core {
     /// A `subscribe` op: confirmed by a router barrier, during which the connection's
     /// further input is parked so that ops are applied and answered in order.
     fn ws_subscribe(&mut self, slot: u32, patterns: &[String], since: Option<Position>) -> Next {
-        if self.refuse_reserved(slot, patterns) {
+        if self.refuse_reserved(slot, patterns) || self.op_forbidden(slot, patterns) {
             return Next::Continue;
         }
         let conn = self.conns.slot_mut(slot);
@@ -249,11 +269,13 @@ impl Core {
             .filter_map(|p| topic::parse_pattern(p).ok())
             .filter(|&p| !self.topics.holds(p, conn.sub_head))
             .count();
-        if usize::from(conn.subs) + new > usize::from(MAX_SUBSCRIPTIONS_PER_CONN) {
+        let max = usize::from(self.settings.max_subscriptions);
+        if usize::from(conn.subs) + new > max {
+            self.limit_hit(slot, Limit::Subscriptions);
             let mut out = Vec::new();
             control::write_error(
                 &mut out,
-                &format!("at most {MAX_SUBSCRIPTIONS_PER_CONN} subscriptions per connection"),
+                &format!("at most {max} subscriptions per connection"),
             );
             self.ws_text(slot, &out);
             return Next::Continue;
