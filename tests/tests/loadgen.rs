@@ -179,7 +179,7 @@ fn hold_ws_connections_are_the_engines_connections() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// `fanout` over a WebSocket/SSE mix: every subscriber receives every message of its
+/// `fanout` over a WebSocket/SSE/long-poll mix: every subscriber receives every message of its
 /// topic exactly once, in order; loadgen's count agrees with the engine's deliveries.
 #[test]
 fn fanout_mix_delivers_every_message_once_and_agrees_with_the_engine() {
@@ -194,7 +194,7 @@ fn fanout_mix_delivers_every_message_once_and_agrees_with_the_engine() {
             "--target",
             &server.http_url(),
             "--mix",
-            "ws=60,sse=40",
+            "ws=40,sse=30,poll=30",
             "--subscribers",
             "1000",
             "--topics",
@@ -229,8 +229,14 @@ fn fanout_mix_delivers_every_message_once_and_agrees_with_the_engine() {
     assert_eq!(after - before, expected, "engine deliveries vs loadgen's");
     assert_eq!(u(&r, "/latency_us/delivery/count"), expected);
     let by = &r["latency_us"]["delivery_by_transport"];
-    assert_eq!(u(by, "/ws/count") + u(by, "/sse/count"), expected, "{by:#}");
-    assert!(u(by, "/sse/count") > 0 && u(by, "/ws/count") > 0);
+    assert_eq!(
+        u(by, "/ws/count") + u(by, "/sse/count") + u(by, "/poll/count"),
+        expected,
+        "{by:#}"
+    );
+    // 40/30/30 of 1000 subscribers, 100 per topic, 200 messages over 10 topics.
+    assert_eq!(u(by, "/ws/count"), 400 * 20);
+    assert_eq!(u(by, "/poll/count"), 300 * 20);
     let p = |k: &str| f(&r, &format!("/latency_us/delivery/{k}"));
     assert!(p("p50") > 0.0 && p("p50") <= p("p90") && p("p90") <= p("p99"));
     assert!(p("p99") <= p("p999") && p("p999") <= p("max"));
@@ -406,13 +412,13 @@ fn bad_flags_are_refused_clearly() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    // Long-poll has no endpoint in the engine yet: refused, not faked.
+    // Long-poll speaks Switchboard's /poll protocol: refused for a peer, clearly.
     let out = run_program(
         bin("loadgen"),
         &[
             "hold",
-            "--target",
-            "http://127.0.0.1:1",
+            "--subscribe-url",
+            "ws://127.0.0.1:1/sub/{topic}",
             "--transport",
             "poll",
             "-n",
@@ -423,7 +429,10 @@ fn bad_flags_are_refused_clearly() {
         DEFAULT_TIMEOUT,
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("long-poll"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("long-poll is measured against Switchboard only")
+    );
 }
 
 /// Nchan (nginx + libnginx-mod-nchan) run from `loadgen/peers/nchan.sh`.

@@ -129,7 +129,16 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> 
 
 /// Switchboard's endpoints (PROTOCOL.md) behind `--target http://HOST:PORT`: `/ws` and
 /// `/sse` with the topic in the query, `/publish/<topic>`.
-pub fn switchboard_templates(target: &str) -> Result<(String, String, String), String> {
+/// Switchboard's URL templates, from its `--target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Templates {
+    pub ws: String,
+    pub sse: String,
+    pub poll: String,
+    pub publish: String,
+}
+
+pub fn switchboard_templates(target: &str) -> Result<Templates, String> {
     let base = target.trim_end_matches('/');
     let Some(authority) = base.strip_prefix("http://") else {
         return Err(format!(
@@ -141,11 +150,12 @@ pub fn switchboard_templates(target: &str) -> Result<(String, String, String), S
             "--target {target:?}: give only http://HOST:PORT; for other paths use --subscribe-url/--publish-url"
         ));
     }
-    Ok((
-        format!("ws://{authority}/ws?topic={TOPIC_PLACEHOLDER}"),
-        format!("http://{authority}/sse?topic={TOPIC_PLACEHOLDER}"),
-        format!("http://{authority}/publish/{TOPIC_PLACEHOLDER}"),
-    ))
+    Ok(Templates {
+        ws: format!("ws://{authority}/ws?topic={TOPIC_PLACEHOLDER}"),
+        sse: format!("http://{authority}/sse?topic={TOPIC_PLACEHOLDER}"),
+        poll: format!("http://{authority}/poll?topic={TOPIC_PLACEHOLDER}"),
+        publish: format!("http://{authority}/publish/{TOPIC_PLACEHOLDER}"),
+    })
 }
 
 /// The default source addresses for `connections` connections to `dst`: none when `dst`
@@ -290,10 +300,11 @@ mod tests {
 
     #[test]
     fn switchboard_endpoints() {
-        let (ws, sse, publish) = switchboard_templates("http://127.0.0.1:8080/").unwrap();
-        assert_eq!(ws, "ws://127.0.0.1:8080/ws?topic={topic}");
-        assert_eq!(sse, "http://127.0.0.1:8080/sse?topic={topic}");
-        assert_eq!(publish, "http://127.0.0.1:8080/publish/{topic}");
+        let t = switchboard_templates("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(t.ws, "ws://127.0.0.1:8080/ws?topic={topic}");
+        assert_eq!(t.sse, "http://127.0.0.1:8080/sse?topic={topic}");
+        assert_eq!(t.poll, "http://127.0.0.1:8080/poll?topic={topic}");
+        assert_eq!(t.publish, "http://127.0.0.1:8080/publish/{topic}");
         assert!(switchboard_templates("ws://127.0.0.1:8080").is_err());
         assert!(switchboard_templates("http://127.0.0.1:8080/x").is_err());
         assert_eq!(expand("/a/{topic}?t={topic}", "z"), "/a/z?t=z");

@@ -349,7 +349,8 @@ impl Core {
                 ws::write_client_request(&mut out, &ep.host, &setup.ws_targets[topic], key, &[]);
                 Bytes::from(out)
             }
-            _ => setup.sse_requests[topic].clone(),
+            Transport::Sse => setup.sse_requests[topic].clone(),
+            Transport::Poll => poll_request(&setup, topic, PRIME_SINCE),
         };
         let generation = conn.generation;
         self.arm_recv(slot);
@@ -372,6 +373,11 @@ impl Core {
         }
         match result {
             n if n > 0 => match conn.state {
+                State::Handshaking | State::Open
+                    if TRANSPORTS[usize::from(conn.transport)] == Transport::Poll =>
+                {
+                    self.poll_input(slot, data)
+                }
                 State::Handshaking => self.handshake_input(slot, data),
                 State::Open => self.stream_input(slot, data),
                 _ => {}
@@ -468,7 +474,8 @@ impl Core {
     fn stream_input(&mut self, slot: u32, data: &mut [u8]) {
         match TRANSPORTS[usize::from(self.conns.slot(slot).transport)] {
             Transport::Ws => self.ws_input(slot, data),
-            _ => self.sse_input(slot, data),
+            Transport::Sse => self.sse_input(slot, data),
+            Transport::Poll => self.poll_input(slot, data),
         }
     }
 
@@ -534,6 +541,67 @@ impl Core {
             && (!reader.is_idle() || !msg.is_empty())
         {
             conn.rx = Some(Box::new(Rx::Ws { reader, msg }));
+        }
+    }
+
+    /// Long-poll answers (PROTOCOL.md "Long-poll"): each `200` carries
+    /// `{"pos":..,"messages":[..]}`; every envelope in it is a delivery, and the next poll
+    /// goes out at once with `since=<pos>`, so history covers the time between polls. The
+    /// first request primes the connection: its `since` names no server instance, so it
+    /// is answered at once (with resets, skipped) and its `pos` is where the connection
+    /// starts, like a WebSocket's `101`.
+    fn poll_input(&mut self, slot: u32, data: &mut [u8]) {
+        let conn = self.conns.slot_mut(slot);
+        let mut buf = match conn.rx.take().map(|b| *b) {
+            Some(Rx::Poll(v)) => v,
+            _ => Vec::new(),
+        };
+        buf.extend_from_slice(data);
+        let mut done = 0;
+        loop {
+            let answer = {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+                match http1::parse_response(&buf[done..], &mut headers) {
+                    Ok(None) => None,
+                    Err(_) => Some(Err(Failure::Kind(ErrorKind::HandshakeInvalid))),
+                    Ok(Some(resp)) if resp.status != 200 => Some(Err(Failure::Status(resp.status))),
+                    Ok(Some(resp)) => match resp.body {
+                        ResponseFraming::Length(n) => Some(Ok((resp.head_len, n as usize))),
+                        _ => Some(Err(Failure::Kind(ErrorKind::Protocol))),
+                    },
+                }
+            };
+            let (head_len, body_len) = match answer {
+                None => break,
+                Some(Err(f)) => return self.fail(slot, f),
+                Some(Ok(x)) => x,
+            };
+            let end = done + head_len + body_len;
+            if buf.len() < end {
+                break;
+            }
+            let Ok(parsed) = serde_json::from_slice::<PollAnswer<'_>>(&buf[done + head_len..end])
+            else {
+                return self.fail(slot, Failure::Kind(ErrorKind::Protocol));
+            };
+            if self.conns.slot(slot).state == State::Handshaking {
+                self.open(slot, false);
+            } else {
+                for m in &parsed.messages {
+                    self.on_message(slot, m.get().as_bytes());
+                }
+            }
+            let topic = self.setup.topic_of(self.conns.slot(slot).id);
+            let next = poll_request(&self.setup, topic, &parsed.pos);
+            self.send(slot, next);
+            done = end;
+        }
+        buf.drain(..done);
+        if let Some(conn) = self.conns.get(slot, self.conns.slot(slot).generation)
+            && matches!(conn.state, State::Handshaking | State::Open)
+            && !buf.is_empty()
+        {
+            conn.rx = Some(Box::new(Rx::Poll(buf)));
         }
     }
 
@@ -939,6 +1007,36 @@ fn check_response(
     }
 }
 
+/// The `since` of a long-poll connection's first request: epoch 0 is no server's (an
+/// epoch is never 0), so the server answers at once with resets and its position.
+const PRIME_SINCE: &str = "00000000-0";
+
+/// A long-poll answer: the position to poll with next and the envelopes (and resets),
+/// kept as raw JSON.
+#[derive(serde::Deserialize)]
+struct PollAnswer<'a> {
+    #[serde(borrow)]
+    pos: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    messages: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// The next long-poll request of a subscriber of `topic`.
+fn poll_request(setup: &Setup, topic: usize, since: &str) -> Bytes {
+    let ep = setup.endpoints[2].as_ref().expect("poll endpoint");
+    let target = format!("{}&since={since}", setup.poll_targets[topic]);
+    let mut out = Vec::with_capacity(96 + target.len());
+    http1::write_request(
+        &mut out,
+        "GET",
+        &target,
+        &ep.host,
+        &[("Accept", "application/json")],
+        b"",
+    );
+    Bytes::from(out)
+}
+
 /// The SSE request for a topic: the same bytes for every subscriber of it.
 pub fn sse_request(host: &str, target: &str) -> Bytes {
     let mut out = Vec::with_capacity(128 + target.len());
@@ -1023,6 +1121,27 @@ mod tests {
             check_response(&parse(missing, &mut h), Transport::Sse, 0, 0, 1),
             Err(Failure::Status(400))
         );
+    }
+
+    #[test]
+    fn poll_answers_give_the_next_position_and_raw_envelopes() {
+        let mut body = Vec::new();
+        crate::body::encode(&mut body, 4, 1_700_000_000_000_000_000, 80);
+        let answer = [
+            br#"{"pos":"1f0c93aa-57","messages":[{"topic":"a","reset":true,"seq":3},{"topic":"a","seq":4,"pos":"1f0c93aa-57","data":"#.as_slice(),
+            &body,
+            b"}]}",
+        ]
+        .concat();
+        let parsed: PollAnswer<'_> = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(parsed.pos, "1f0c93aa-57");
+        assert_eq!(parsed.messages.len(), 2);
+        assert!(crate::body::is_reset(parsed.messages[0].get().as_bytes()));
+        assert_eq!(
+            crate::body::decode(parsed.messages[1].get().as_bytes()),
+            Some((4, 1_700_000_000_000_000_000))
+        );
+        assert!(serde_json::from_slice::<PollAnswer<'_>>(b"{\"messages\":[]}").is_err());
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub enum Rx {
         parser: switchboard_proto::sse::Parser,
         chunked: Option<switchboard_proto::http1::ChunkedDecoder>,
     },
+    /// A long-poll answer being received (head and body so far).
+    Poll(Vec<u8>),
 }
 
 /// One connection. 40 bytes; everything else it owns is boxed in `rx` only while needed.

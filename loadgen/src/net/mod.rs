@@ -70,7 +70,7 @@ impl Default for Clock {
 }
 
 /// Transports a client thread speaks (long-poll is refused before any thread starts).
-pub const TRANSPORTS: [Transport; 2] = [Transport::Ws, Transport::Sse];
+pub const TRANSPORTS: [Transport; 3] = [Transport::Ws, Transport::Sse, Transport::Poll];
 
 pub fn transport_index(t: Transport) -> Option<usize> {
     TRANSPORTS.iter().position(|&x| x == t)
@@ -80,13 +80,15 @@ pub fn transport_index(t: Transport) -> Option<usize> {
 #[derive(Debug)]
 pub struct Setup {
     /// Subscribe endpoints by transport (`TRANSPORTS` order).
-    pub endpoints: [Option<Endpoint>; 2],
+    pub endpoints: [Option<Endpoint>; 3],
     pub mix: Vec<(Transport, u32)>,
     pub topics: Vec<String>,
     /// Per topic: the WebSocket request target (the request itself carries a per-connection
     /// key) and the whole SSE request (the same bytes for every subscriber of the topic).
     pub ws_targets: Vec<String>,
     pub sse_requests: Vec<Bytes>,
+    /// Per topic: the long-poll request target without `since` (`/poll?topic=...`).
+    pub poll_targets: Vec<String>,
     pub sources: Vec<Ipv4Addr>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -281,7 +283,7 @@ pub struct ThreadResult {
     /// End of the handshake to the first message.
     pub first_message: Latency,
     /// Scheduled publish time to receipt, by transport (`TRANSPORTS` order).
-    pub delivery: [Latency; 2],
+    pub delivery: [Latency; 3],
     pub seq: SeqCounts,
     /// Measured clients per topic.
     pub measured_per_topic: Vec<u64>,
@@ -310,7 +312,7 @@ impl ThreadResult {
             errors: ErrorCounts::default(),
             connect: Latency::new(),
             first_message: Latency::new(),
-            delivery: [Latency::new(), Latency::new()],
+            delivery: [Latency::new(), Latency::new(), Latency::new()],
             seq: SeqCounts::default(),
             measured_per_topic: vec![0; topics],
             timeline: Timeline::new(),

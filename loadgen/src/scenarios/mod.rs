@@ -45,7 +45,7 @@ pub struct Server {
     pub peer: Option<Peer>,
     pub url: String,
     /// Subscribe endpoints by transport (`net::TRANSPORTS` order).
-    pub subscribe: [Option<Endpoint>; 2],
+    pub subscribe: [Option<Endpoint>; 3],
     pub publish: Option<Endpoint>,
     pub pids: Vec<u32>,
 }
@@ -54,21 +54,24 @@ pub struct Server {
 pub fn servers(conn: &ConnArgs) -> Result<Vec<Server>> {
     let mut out = Vec::new();
     if let Some(target) = &conn.target {
-        let (ws, sse, publish) = addr::switchboard_templates(target).map_err(anyhow::Error::msg)?;
+        let t = addr::switchboard_templates(target).map_err(anyhow::Error::msg)?;
+        let mut poll = addr::parse_url(&t.poll, Use::Subscribe).map_err(anyhow::Error::msg)?;
+        poll.transport = Transport::Poll;
         out.push(Server {
             name: "switchboard".into(),
             peer: None,
             url: target.clone(),
             subscribe: [
-                Some(addr::parse_url(&ws, Use::Subscribe).map_err(anyhow::Error::msg)?),
-                Some(addr::parse_url(&sse, Use::Subscribe).map_err(anyhow::Error::msg)?),
+                Some(addr::parse_url(&t.ws, Use::Subscribe).map_err(anyhow::Error::msg)?),
+                Some(addr::parse_url(&t.sse, Use::Subscribe).map_err(anyhow::Error::msg)?),
+                Some(poll),
             ],
-            publish: Some(addr::parse_url(&publish, Use::Publish).map_err(anyhow::Error::msg)?),
+            publish: Some(addr::parse_url(&t.publish, Use::Publish).map_err(anyhow::Error::msg)?),
             pids: conn.target_pid.clone(),
         });
     }
     if !conn.subscribe_url.is_empty() || conn.publish_url.is_some() {
-        let mut subscribe: [Option<Endpoint>; 2] = [None, None];
+        let mut subscribe: [Option<Endpoint>; 3] = [None, None, None];
         let mut templates = BTreeMap::new();
         for url in &conn.subscribe_url {
             let ep = addr::parse_url(url, Use::Subscribe).map_err(anyhow::Error::msg)?;
@@ -111,18 +114,19 @@ pub fn servers(conn: &ConnArgs) -> Result<Vec<Server>> {
     Ok(out)
 }
 
-/// Refuses a mix the servers cannot serve: long-poll (no `/poll` endpoint exists yet),
-/// or a transport a peer has no template for.
+/// Refuses a mix a server cannot serve: a transport a peer has no template for (peers
+/// are measured over WebSocket and SSE; long-poll speaks Switchboard's `/poll` protocol).
 pub fn check_mix(mix: &[(Transport, u32)], server: &Server) -> Result<()> {
     for &(t, w) in mix {
         if w == 0 {
             continue;
         }
         match transport_index(t) {
-            None => bail!(
-                "--transport poll: long-poll is not implemented: Switchboard has no `GET /poll` \
-                 endpoint yet (PROTOCOL.md lists /ws and /sse; a later issue adds \
-                 /poll?topic=..&since=..), so there is nothing honest to measure. Use ws or sse."
+            None => unreachable!("every transport has an index"),
+            Some(i) if server.subscribe[i].is_none() && t == Transport::Poll => bail!(
+                "{}: long-poll is measured against Switchboard only (its GET /poll protocol); \
+                 use --transport ws or sse for a peer",
+                server.name
             ),
             Some(i) if server.subscribe[i].is_none() => bail!(
                 "{}: no subscribe template for {t} (give --subscribe-url {}://...)",
@@ -254,12 +258,22 @@ pub fn build_setup(
                 .unwrap_or_default()
         })
         .collect();
+    let poll_targets = topics
+        .iter()
+        .map(|t| {
+            server.subscribe[2]
+                .as_ref()
+                .map(|e| e.target(t))
+                .unwrap_or_default()
+        })
+        .collect();
     Ok(Setup {
         endpoints: server.subscribe.clone(),
         mix,
         topics: topics.to_vec(),
         ws_targets,
         sse_requests,
+        poll_targets,
         sources,
         connect_timeout: conn.connect_timeout,
         handshake_timeout: conn.handshake_timeout,
