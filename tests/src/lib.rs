@@ -303,6 +303,14 @@ pub fn run_program(program: impl AsRef<OsStr>, args: &[&str], timeout: Duration)
     run_with_timeout(cmd, timeout).unwrap_or_else(|e| panic!("running {program:?} {args:?}: {e}"))
 }
 
+/// Spawns `cmd` (stdio, process group... as set on it) the way [`Server`] spawns its
+/// process: the kernel kills it (SIGKILL) when the test process exits, however it exits
+/// (`PR_SET_PDEATHSIG`). For programs that print no ready line (a browser); killing and
+/// reaping it is the caller's business.
+pub fn spawn_program(cmd: Command) -> io::Result<Child> {
+    spawn_child(cmd)
+}
+
 /// Spawns every child process from one long-lived thread, with `PR_SET_PDEATHSIG`
 /// = SIGKILL: the kernel kills the child when that thread dies, i.e. when the test
 /// process exits, however it exits. (The death signal follows the *thread* that forked;
