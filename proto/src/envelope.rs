@@ -170,27 +170,10 @@ pub(crate) fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
-/// Appends `{"topic":<topic>,"seq":<seq>,"data":<data_json>}`, no spaces.
-/// `data_json` must already be JSON (see [`data_json`]); it is copied verbatim.
-pub fn write_envelope(out: &mut Vec<u8>, topic: &str, seq: u64, data_json: &[u8]) {
-    out.reserve(
-        topic
-            .len()
-            .saturating_add(data_json.len())
-            .saturating_add(48),
-    );
-    out.extend_from_slice(b"{\"topic\":");
-    write_json_string(out, topic);
-    out.extend_from_slice(b",\"seq\":");
-    write_u64(out, seq);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data_json);
-    out.push(b'}');
-}
-
-/// Appends the envelope with the message's stream position:
+/// Appends the envelope of a message at stream position `pos`:
 /// `{"topic":<topic>,"seq":<seq>,"pos":"<pos>","data":<data_json>}`, no spaces.
-pub fn write_envelope_at(
+/// `data_json` must already be JSON (see [`data_json`]); it is copied verbatim.
+pub fn write_envelope(
     out: &mut Vec<u8>,
     topic: &str,
     seq: u64,
@@ -375,7 +358,7 @@ mod tests {
             gseq: 42,
         };
         let mut out = Vec::new();
-        write_envelope_at(&mut out, "a.b", 7, pos, b"[1]");
+        write_envelope(&mut out, "a.b", 7, pos, b"[1]");
         assert_eq!(
             out,
             br#"{"topic":"a.b","seq":7,"pos":"000000ab-42","data":[1]}"#
@@ -388,16 +371,24 @@ mod tests {
         assert_eq!(out, br#"{"topic":"a.*","reset":true}"#);
     }
 
+    const POS: crate::position::Position = crate::position::Position {
+        epoch: 0x1f0c_93aa,
+        gseq: 57,
+    };
+
     #[test]
     fn envelope_exact_bytes() {
         let mut out = Vec::new();
-        write_envelope(&mut out, "a", 7, b"{\"x\":1}");
-        assert_eq!(out, br#"{"topic":"a","seq":7,"data":{"x":1}}"#);
-        out.clear();
-        write_envelope(&mut out, "ami.endpoint.PJSIP/101", 0, b"\"hi\"");
+        write_envelope(&mut out, "a", 7, POS, b"{\"x\":1}");
         assert_eq!(
             out,
-            br#"{"topic":"ami.endpoint.PJSIP/101","seq":0,"data":"hi"}"#
+            br#"{"topic":"a","seq":7,"pos":"1f0c93aa-57","data":{"x":1}}"#
+        );
+        out.clear();
+        write_envelope(&mut out, "ami.endpoint.PJSIP/101", 0, POS, b"\"hi\"");
+        assert_eq!(
+            out,
+            br#"{"topic":"ami.endpoint.PJSIP/101","seq":0,"pos":"1f0c93aa-57","data":"hi"}"#
         );
     }
 
@@ -418,13 +409,13 @@ mod tests {
             ] {
                 let data = data_json(body).unwrap();
                 let mut out = Vec::new();
-                write_envelope(&mut out, "chat.lobby", seq, &data);
+                write_envelope(&mut out, "chat.lobby", seq, POS, &data);
                 let v = parse(&out);
                 let want_data: Value = serde_json::from_slice(body)
                     .unwrap_or_else(|_| Value::String(String::from_utf8(body.to_vec()).unwrap()));
                 assert_eq!(
                     v,
-                    json!({"topic": "chat.lobby", "seq": seq, "data": want_data}),
+                    json!({"topic": "chat.lobby", "seq": seq, "pos": "1f0c93aa-57", "data": want_data}),
                     "{i}"
                 );
                 assert_eq!(out.iter().filter(|&&b| b == b' ').count(), {
@@ -452,8 +443,11 @@ mod tests {
     #[test]
     fn envelope_appends() {
         let mut out = b"prefix".to_vec();
-        write_envelope(&mut out, "t", 1, b"1");
-        assert_eq!(out, br#"prefix{"topic":"t","seq":1,"data":1}"#);
+        write_envelope(&mut out, "t", 1, POS, b"1");
+        assert_eq!(
+            out,
+            br#"prefix{"topic":"t","seq":1,"pos":"1f0c93aa-57","data":1}"#
+        );
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl Router {
 pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message {
     let mut frame = Vec::with_capacity(WS_HEADROOM + data.len() + topic_name.len() + 72);
     frame.resize(WS_HEADROOM, 0);
-    envelope::write_envelope_at(&mut frame, topic_name, seq, pos, data);
+    envelope::write_envelope(&mut frame, topic_name, seq, pos, data);
     let payload_len = (frame.len() - WS_HEADROOM) as u64;
     let mut header = [0u8; 14];
     let n = ws::frame::encode_header(

@@ -53,7 +53,12 @@ fn frame(payload: usize) -> Bytes {
     let mut data = Vec::new();
     body::encode(&mut data, 1, 0, payload);
     let mut env = Vec::new();
-    envelope::write_envelope(&mut env, "floor", 1, &data);
+    // A position as long as a busy server's (epoch, a million messages in).
+    let pos = switchboard_proto::position::Position {
+        epoch: 0x1f0c_93aa,
+        gseq: 1_000_000,
+    };
+    envelope::write_envelope(&mut env, "floor", 1, pos, &data);
     let mut out = Vec::new();
     ws::encode_frame(&mut out, ws::Opcode::Text, true, &env, None);
     Bytes::from(out)

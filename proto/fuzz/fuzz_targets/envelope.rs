@@ -14,10 +14,15 @@ fuzz_target!(|body: &[u8]| {
         return;
     };
     let mut out = Vec::new();
-    write_envelope(&mut out, "fuzz.topic", 42, &data);
+    let pos = switchboard_proto::position::Position {
+        epoch: 0x1f0c_93aa,
+        gseq: 42,
+    };
+    write_envelope(&mut out, "fuzz.topic", 42, pos, &data);
     let v: serde_json::Value = serde_json::from_slice(&out).expect("the envelope is JSON");
     assert_eq!(v["topic"], "fuzz.topic");
     assert_eq!(v["seq"], 42);
+    assert_eq!(v["pos"], "1f0c93aa-42");
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(original) => assert_eq!(v["data"], original),
         Err(_) => assert_eq!(
