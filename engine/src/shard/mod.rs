@@ -494,14 +494,16 @@ impl Core {
         if conn.has(flag::FINAL) || conn.has(flag::WS_CLOSE_SENT) || buf.is_empty() {
             return;
         }
-        if !conn.has(flag::SENDING) && conn.send_queue_empty() {
-            conn.set(flag::SENDING);
-            let token = conn.token(Kind::Send, slot);
-            self.ring.send(token, buf);
-        } else {
-            self.sendq.push(conn, buf, None);
-            self.metrics.send_queue_buffers.fetch_add(1, Relaxed);
-        }
+        send_or_queue(
+            &mut self.ring,
+            &mut self.sendq,
+            &self.metrics,
+            &self.settings,
+            conn,
+            slot,
+            buf,
+            None,
+        );
     }
 
     fn on_send(&mut self, c: Completion) {
@@ -780,16 +782,17 @@ impl Core {
         } else {
             msg.sse_event.clone()
         };
-        if !conn.has(flag::SENDING) && conn.send_queue_empty() {
-            conn.set(flag::SENDING);
-            self.ring.send(conn.token(Kind::Send, slot), buf);
-            return;
-        }
-        self.sendq.push(conn, buf, Some(msg.clone()));
-        self.metrics.send_queue_buffers.fetch_add(1, Relaxed);
-        if conn.queued_bytes > self.settings.max_queued_bytes
-            || conn.queued_msgs > self.settings.max_queued_messages
-        {
+        let past_bound = send_or_queue(
+            &mut self.ring,
+            &mut self.sendq,
+            &self.metrics,
+            &self.settings,
+            conn,
+            slot,
+            buf,
+            Some(msg),
+        );
+        if past_bound {
             self.over_bound(slot);
         }
     }
@@ -803,8 +806,6 @@ impl Core {
         }
         self.stamp = self.stamp.wrapping_add(1).max(1);
         let stamp = self.stamp;
-        let max_bytes = self.settings.max_queued_bytes;
-        let max_msgs = self.settings.max_queued_messages;
         let mut slow = Vec::new();
         let mut polls = Vec::new();
         let mut dropping = Vec::new();
@@ -814,6 +815,7 @@ impl Core {
             ring,
             sendq,
             metrics,
+            settings,
             ..
         } = self;
         for subs in topics.matching(&msg.topic) {
@@ -842,15 +844,9 @@ impl Core {
                     }
                     _ => continue,
                 };
-                if !conn.has(flag::SENDING) && conn.send_queue_empty() {
-                    conn.set(flag::SENDING);
-                    ring.send(conn.token(Kind::Send, sub.slot), buf);
-                } else {
-                    sendq.push(conn, buf, Some(msg.clone()));
-                    metrics.send_queue_buffers.fetch_add(1, Relaxed);
-                    if conn.queued_bytes > max_bytes || conn.queued_msgs > max_msgs {
-                        slow.push(sub.slot);
-                    }
+                let routed = Some(&msg);
+                if send_or_queue(ring, sendq, metrics, settings, conn, sub.slot, buf, routed) {
+                    slow.push(sub.slot);
                 }
             }
         }
@@ -864,4 +860,29 @@ impl Core {
             self.poll_deliver(slot, &msg);
         }
     }
+}
+
+/// Sends `buf` on `slot` at once when nothing is in flight, else queues it (with the
+/// routed message it encodes, if it is one, so that the `drop` policy can find it).
+/// Returns whether the queue is now past one of its bounds (the caller applies the
+/// slow-consumer policy). The one path every outgoing byte takes.
+#[allow(clippy::too_many_arguments)]
+fn send_or_queue(
+    ring: &mut Ring,
+    sendq: &mut SendQueues,
+    metrics: &ShardMetrics,
+    settings: &Settings,
+    conn: &mut conn::Conn,
+    slot: u32,
+    buf: Bytes,
+    msg: Option<&Arc<Message>>,
+) -> bool {
+    if !conn.has(flag::SENDING) && conn.send_queue_empty() {
+        conn.set(flag::SENDING);
+        ring.send(conn.token(Kind::Send, slot), buf);
+        return false;
+    }
+    sendq.push(conn, buf, msg.cloned());
+    metrics.send_queue_buffers.fetch_add(1, Relaxed);
+    conn.queued_bytes > settings.max_queued_bytes || conn.queued_msgs > settings.max_queued_messages
 }
