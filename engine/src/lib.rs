@@ -15,6 +15,7 @@
 //! The wire codecs are in the `switchboard-proto` crate: pure functions over bytes.
 #![forbid(unsafe_code)]
 
+pub mod ami;
 pub mod auth;
 pub mod config;
 pub mod metrics;

@@ -1,0 +1,147 @@
+//! The AMI ingest shard: one thread that holds a session with an Asterisk PBX's
+//! Manager Interface, turns its event stream into `ami.*` topics, keeps the PBX's
+//! state so that a subscriber starts from a snapshot, and runs the action gateway
+//! through which authorised browsers act on calls.
+//!
+//! - [`session`]: the supervisor as a sans-I/O state machine: banner, MD5 challenge
+//!   login with plain fallback, event mask, keep-alive pings, the resynchronisation
+//!   lists, backoff with jitter between attempts;
+//! - [`state`]: the PBX state model (channels, bridges, calls by `Linkedid`, queues,
+//!   endpoints), the event -> topic mapping, the `ami.calls` lifecycle and snapshots;
+//! - [`json`]: events as JSON, and the event filter;
+//! - [`gateway`]: the action gateway: grants, validation, server-built actions,
+//!   `ActionID` correlation, rate limits, results;
+//! - `thread`: the I/O: a ring of its own (connect, recv, send, ticks) between the
+//!   PBX and the router.
+//!
+//! Everything but `thread` is pure and driven by explicit inputs (bytes, messages,
+//! the clock), so it is tested without sockets.
+
+pub mod gateway;
+pub mod json;
+pub mod session;
+pub mod state;
+
+use std::borrow::Cow;
+
+use switchboard_proto::topic;
+
+/// The firehose of (filtered) events.
+pub const TOPIC_EVENTS: &str = "ami.events";
+/// The normalised call lifecycle stream.
+pub const TOPIC_CALLS: &str = "ami.calls";
+/// Prefix of one call's topic (`ami.call.<linkedid>`).
+pub const PREFIX_CALL: &str = "ami.call.";
+/// Prefix of one queue's topic (`ami.queue.<name>`).
+pub const PREFIX_QUEUE: &str = "ami.queue.";
+/// Prefix of one endpoint's topic (`ami.endpoint.<name>`, e.g. `ami.endpoint.PJSIP/101`).
+pub const PREFIX_ENDPOINT: &str = "ami.endpoint.";
+/// The namespace every AMI topic lives in.
+pub const NAMESPACE: &str = "ami";
+
+/// Milliseconds since the Unix epoch: the clock every pure part is given.
+pub type Millis = u64;
+
+/// Where the pure parts put what they publish: a topic and its JSON `data` value.
+pub trait Sink {
+    fn publish(&mut self, topic: &str, data: &[u8]);
+}
+
+/// A sink that keeps everything, for tests and snapshots.
+impl Sink for Vec<(String, Vec<u8>)> {
+    fn publish(&mut self, topic: &str, data: &[u8]) {
+        self.push((topic.to_owned(), data.to_vec()));
+    }
+}
+
+/// What the gateway needs to know about the PBX to decide whether a caller owns the
+/// target of an action. Implemented by [`state::Pbx`].
+pub trait PbxView {
+    /// The `Linkedid` of the live channel named `channel`, if there is one.
+    fn linkedid_of(&self, channel: &str) -> Option<&str>;
+    /// The names of the live channels of the call `linkedid`.
+    fn channels_of_call(&self, linkedid: &str) -> Vec<&str>;
+    /// Whether a queue of this name is known.
+    fn has_queue(&self, queue: &str) -> bool;
+}
+
+/// The endpoint a channel belongs to: the channel name without its last `-suffix`
+/// (`PJSIP/101-0000002a` -> `PJSIP/101`; `Local/200@from-internal-00000001;1` ->
+/// `Local/200@from-internal`; `SIP/trunk-0a1b` -> `SIP/trunk`). A name without `/` or
+/// without `-` after it is its own endpoint.
+pub fn endpoint_of(channel: &str) -> &str {
+    let Some(slash) = channel.find('/') else {
+        return channel;
+    };
+    match channel[slash..].rfind('-') {
+        Some(dash) if dash > 1 => &channel[..slash + dash],
+        _ => channel,
+    }
+}
+
+/// A name made fit for one topic segment: every byte a topic does not allow (see
+/// [`topic::TOPIC_PUNCTUATION`]) becomes `_`, and `.` too (a queue named `a.b` must
+/// not become a subtree). Borrowed when nothing changes.
+pub fn topic_segment(name: &str) -> Cow<'_, str> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || topic::TOPIC_PUNCTUATION.as_bytes().contains(&b);
+    if !name.is_empty() && name.bytes().all(ok) {
+        return Cow::Borrowed(name);
+    }
+    if name.is_empty() {
+        return Cow::Borrowed("_");
+    }
+    Cow::Owned(
+        name.bytes()
+            .map(|b| if ok(b) { b as char } else { '_' })
+            .collect(),
+    )
+}
+
+/// A call's topic segment: the `Linkedid` as it is (`1795249032.12` keeps its dot, so
+/// `ami.call.1795249032.12` is one exact topic), other bytes as [`topic_segment`].
+pub fn call_segment(linkedid: &str) -> Cow<'_, str> {
+    if linkedid
+        .split('.')
+        .all(|s| !s.is_empty() && topic_segment(s) == s)
+    {
+        Cow::Borrowed(linkedid)
+    } else {
+        topic_segment(linkedid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_of_channels() {
+        assert_eq!(endpoint_of("PJSIP/101-0000002a"), "PJSIP/101");
+        assert_eq!(
+            endpoint_of("Local/200@from-internal-00000001;1"),
+            "Local/200@from-internal"
+        );
+        assert_eq!(endpoint_of("SIP/trunk-0a1b"), "SIP/trunk");
+        assert_eq!(endpoint_of("PJSIP/101"), "PJSIP/101");
+        assert_eq!(endpoint_of("DAHDI/1-1"), "DAHDI/1");
+        assert_eq!(endpoint_of("nodash"), "nodash");
+        assert_eq!(endpoint_of("PJSIP/-x"), "PJSIP/-x");
+    }
+
+    #[test]
+    fn segments_are_valid_topic_parts() {
+        assert_eq!(topic_segment("sales"), "sales");
+        assert_eq!(topic_segment("PJSIP/101"), "PJSIP/101");
+        assert_eq!(topic_segment("a.b c"), "a_b_c");
+        assert_eq!(topic_segment(""), "_");
+        assert_eq!(call_segment("1795249032.12"), "1795249032.12");
+        assert_eq!(call_segment("kitpbx-1795249032.0"), "kitpbx-1795249032.0");
+        assert_eq!(call_segment("a..b"), "a__b");
+        for s in ["sales", "a.b c", "é", "PJSIP/101"] {
+            let t = format!("{PREFIX_QUEUE}{}", topic_segment(s));
+            assert!(topic::validate_topic(&t).is_ok(), "{t}");
+        }
+        let t = format!("{PREFIX_CALL}{}", call_segment("1795249032.12"));
+        assert!(topic::validate_topic(&t).is_ok());
+    }
+}
