@@ -9,7 +9,8 @@
 //! looked at). Its claims (RFC 7519): `exp` (required), `nbf` (optional), `sub`, and
 //! the grants `subscribe` and `publish`: lists of topic patterns (PROTOCOL.md
 //! "Topics": `a.b` exactly, `a.b.*` the subtree strictly below `a.b`) plus `*`, which
-//! in a grant means every topic. Other claims are ignored.
+//! in a grant means every topic; and `ami`, what the holder may do through the AMI
+//! action gateway ([`AmiGrants`]). Other claims are ignored.
 
 use std::borrow::Cow;
 
@@ -20,6 +21,8 @@ use serde::Deserialize;
 use sha2::Sha256;
 use switchboard_proto::http1::query_pairs;
 use switchboard_proto::topic::{Pattern, parse_pattern, validate_topic};
+
+use crate::ami::gateway::AmiGrants;
 
 /// Longest token accepted, in bytes (it travels in a header, a URL or a cookie).
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -149,6 +152,8 @@ pub struct Claims {
     pub exp: u64,
     pub subscribe: Vec<Grant>,
     pub publish: Vec<Grant>,
+    /// `ami`: the AMI gateway grants; `None` without the claim (nothing granted).
+    pub ami: Option<AmiGrants>,
 }
 
 impl Claims {
@@ -187,6 +192,19 @@ struct RawClaims {
     subscribe: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    #[serde(default)]
+    ami: Option<RawAmi>,
+}
+
+/// The `ami` claim as it is written: `{"actions":[..],"endpoints":[..],"queues":[..]}`.
+#[derive(Deserialize)]
+struct RawAmi {
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
+    endpoints: Vec<String>,
+    #[serde(default)]
+    queues: Vec<String>,
 }
 
 /// Verifies HS256 tokens with one secret; cheap to clone.
@@ -258,6 +276,13 @@ impl Verifier {
             exp,
             subscribe: grants(&raw.subscribe)?,
             publish: grants(&raw.publish)?,
+            ami: raw
+                .ami
+                .map(|a| {
+                    AmiGrants::from_claim(&a.actions, &a.endpoints, &a.queues)
+                        .ok_or(AuthError::Malformed)
+                })
+                .transpose()?,
         })
     }
 }
@@ -660,6 +685,70 @@ mod tests {
     }
 
     #[test]
+    fn ami_claim_is_parsed() {
+        use crate::ami::gateway::{Action, ActionSet, Names};
+        let t = token(serde_json::json!({
+            "exp": NOW + 60,
+            "ami": {"actions": ["Originate", "hangup", "Command", "NoSuchAction"],
+                    "endpoints": ["PJSIP/101", "PJSIP/102"], "queues": ["*"]}
+        }));
+        let ami = verify(&t).unwrap().ami.expect("ami grants");
+        assert_eq!(
+            ami.actions,
+            ActionSet::of(&[Action::Originate, Action::Hangup]),
+            "names match case-insensitively; Command and unknown names are ignored"
+        );
+        assert_eq!(ami.endpoints, Names::of(&["PJSIP/101", "PJSIP/102"]));
+        assert!(ami.endpoints.contains("PJSIP/101") && !ami.endpoints.contains("PJSIP/103"));
+        assert!(ami.queues.is_any() && ami.queues.contains("sales"));
+
+        // Every list is optional; "*" grants every whitelisted action.
+        let t = token(serde_json::json!({"exp": NOW + 60, "ami": {"actions": ["*"]}}));
+        let ami = verify(&t).unwrap().ami.unwrap();
+        assert_eq!(ami.actions, ActionSet::ALL);
+        assert!(ami.endpoints.is_empty() && ami.queues.is_empty());
+        let t = token(serde_json::json!({"exp": NOW + 60, "ami": {}}));
+        let ami = verify(&t).unwrap().ami.unwrap();
+        assert!(ami.actions.is_empty() && ami.endpoints.is_empty());
+
+        // No claim (or null): no grants at all.
+        assert_eq!(
+            verify(&token(serde_json::json!({"exp": NOW + 60})))
+                .unwrap()
+                .ami,
+            None
+        );
+        let t = token(serde_json::json!({"exp": NOW + 60, "ami": null}));
+        assert_eq!(verify(&t).unwrap().ami, None);
+    }
+
+    #[test]
+    fn malformed_ami_claims_invalidate_the_token() {
+        let exp = NOW + 60;
+        let too_many: Vec<String> = (0..=crate::ami::gateway::MAX_GRANT_NAMES)
+            .map(|i| format!("PJSIP/{i}"))
+            .collect();
+        for ami in [
+            serde_json::json!("Originate"),
+            serde_json::json!(["Originate"]),
+            serde_json::json!(true),
+            serde_json::json!({"actions": "Originate"}),
+            serde_json::json!({"actions": [1]}),
+            serde_json::json!({"actions": null}),
+            serde_json::json!({"endpoints": "PJSIP/101"}),
+            serde_json::json!({"endpoints": [{"name": "PJSIP/101"}]}),
+            serde_json::json!({"endpoints": [""]}),
+            serde_json::json!({"endpoints": ["PJSIP/101\r\nAction: Command"]}),
+            serde_json::json!({"queues": [null]}),
+            serde_json::json!({"queues": ["q".repeat(129)]}),
+            serde_json::json!({"endpoints": too_many}),
+        ] {
+            let t = token(serde_json::json!({"exp": exp, "ami": ami}));
+            assert_eq!(verify(&t), Err(AuthError::Malformed), "{ami}");
+        }
+    }
+
+    #[test]
     fn algorithms_other_than_hs256_are_refused() {
         let payload = serde_json::json!({"exp": NOW + 60}).to_string();
         for header in [
@@ -797,6 +886,7 @@ mod tests {
             exp: NOW,
             subscribe: subscribe.iter().map(|s| Grant::parse(s).unwrap()).collect(),
             publish: publish.iter().map(|s| Grant::parse(s).unwrap()).collect(),
+            ami: None,
         }
     }
 

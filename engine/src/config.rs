@@ -196,6 +196,70 @@ pub struct ServeArgs {
     /// new connection is answered 429 and closed.
     #[arg(long, default_value = "0", value_parser = parse_count)]
     pub max_conns_per_ip: u32,
+
+    /// The Asterisk Manager Interface to follow, `HOST:PORT` (TOML `[ami] address`):
+    /// its events become `ami.*` topics and the action gateway is enabled.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ami: Option<String>,
+
+    /// The AMI user (manager.conf); required with --ami.
+    #[arg(long)]
+    pub ami_user: Option<String>,
+
+    /// The AMI user's secret; required with --ami.
+    #[arg(long, value_name = "SECRET", value_parser = Secret::parse)]
+    pub ami_secret: Option<Secret>,
+
+    /// The `Events:` of the AMI login: `on` (every class the user reads) or a class
+    /// list such as `call,agent,user`.
+    #[arg(long, default_value = "on")]
+    pub ami_events: String,
+
+    /// Events not published on `ami.*` topics (they still update the PBX state),
+    /// comma-separated; empty publishes everything but `security`/`system` events.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "VarSet,Newexten,RTCPSent,RTCPReceived,Cdr,CEL"
+    )]
+    pub ami_noise: Vec<String>,
+
+    /// Interval of the AMI keep-alive `Ping`; two unanswered pings end the session.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub ami_ping_interval: Duration,
+
+    /// Longest wait between two attempts to reach the PBX (the backoff's cap).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ami_backoff_max: Duration,
+
+    /// Dialplan context of click-to-call (`Originate`): the number is dialled there.
+    #[arg(long, default_value = "from-internal")]
+    pub ami_originate_context: String,
+
+    /// Dialplan context of transfers (`Redirect`, `Atxfer`).
+    #[arg(long, default_value = "from-internal")]
+    pub ami_transfer_context: String,
+
+    /// How long click-to-call rings the user's own endpoint.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ami_ring_timeout: Duration,
+
+    /// Where `MixMonitor` recordings are written (on the PBX).
+    #[arg(long, default_value = "/var/spool/asterisk/monitor")]
+    pub ami_record_dir: String,
+
+    /// How long the gateway waits for the PBX's answer to an action.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub ami_action_timeout: Duration,
+
+    /// Actions one user (token `sub`) may send per second, on average.
+    #[arg(long, default_value_t = 5.0)]
+    pub ami_action_rate: f64,
+
+    /// Actions one user may send in a burst.
+    #[arg(long, default_value_t = 10)]
+    pub ami_action_burst: u32,
 }
 
 impl ServeArgs {
@@ -269,6 +333,21 @@ impl ServeArgs {
             return Err(format!(
                 "--max-subscriptions must be between 1 and {MAX_SUBSCRIPTIONS_LIMIT}"
             ));
+        }
+        if self.ami.is_some() && (self.ami_user.is_none() || self.ami_secret.is_none()) {
+            return Err("ami (--ami) needs ami_user and ami_secret (--ami-user, \
+                        --ami-secret, or [ami] user and secret in the config file)"
+                .into());
+        }
+        if !(self.ami_action_rate > 0.0 && self.ami_action_rate <= 1e6)
+            || self.ami_action_burst == 0
+        {
+            return Err(
+                "--ami-action-rate must be above 0 and --ami-action-burst at least 1".into(),
+            );
+        }
+        if self.ami_ping_interval < TICK || self.ami_backoff_max < TICK {
+            return Err(format!("AMI intervals must be at least {TICK:?}"));
         }
         if self.max_queued_bytes > u32::MAX as usize / 2 {
             return Err("--max-queued-bytes is too large".into());

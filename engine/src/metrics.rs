@@ -239,6 +239,8 @@ pub struct Registry {
     /// Set once when a graceful drain starts (SIGTERM or SIGINT); shards see it on their
     /// next tick.
     pub draining: AtomicBool,
+    /// The AMI session's state, when a PBX is configured.
+    pub ami: Option<Arc<crate::ami::status::AmiStatus>>,
 }
 
 impl Registry {
@@ -247,6 +249,7 @@ impl Registry {
             shards,
             router,
             draining: AtomicBool::new(false),
+            ami: None,
         }
     }
 
@@ -683,6 +686,9 @@ impl Registry {
             "switchboard_draining {}",
             u8::from(self.draining.load(Relaxed))
         );
+        if let Some(ami) = &self.ami {
+            ami.render(&mut out);
+        }
         out
     }
 }

@@ -14,11 +14,16 @@ use anyhow::{Context, Result, bail};
 use socket2::{Domain, Socket, Type};
 use switchboard_proto::http1;
 
+use crate::ami;
+use crate::ami::gateway::GatewaySettings;
+use crate::ami::session::SessionConfig;
+use crate::ami::status::AmiStatus;
+use crate::ami::thread::{AmiInit, AmiSettings};
 use crate::config::{self, MAX_HEADERS_LIMIT, ServeArgs};
 use crate::metrics::{Registry, ShardMetrics};
 use crate::pubsub::MAX_SHARDS;
 use crate::pubsub::history::HistoryLimits;
-use crate::pubsub::link::{self, Doorbell, RouterEnd};
+use crate::pubsub::link::{self, Doorbell, RouterAmiEnd, RouterEnd};
 use crate::pubsub::router::{Router, RouterMetrics, RouterSettings};
 use crate::shard::{Settings, Shard, ShardInit};
 use crate::uring::{Ring, probe, signals};
@@ -166,6 +171,7 @@ pub fn settings(args: &ServeArgs, max_conns: u32, epoch: u32) -> Settings {
         max_subscriptions: args.max_subscriptions.min(config::MAX_SUBSCRIPTIONS_LIMIT) as u16,
         max_conns_per_ip: args.max_conns_per_ip,
         auth: args.auth_policy(),
+        ami: args.ami.is_some(),
     }
 }
 
@@ -243,7 +249,8 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
     // The router's ring must be made on the router's own thread (SINGLE_ISSUER); it
     // reports its doorbell, then waits for the shards' links.
     let (router_ready_tx, router_ready) = mpsc::channel();
-    let (router_setup_tx, router_setup) = mpsc::channel::<(Vec<RouterEnd>, Vec<Arc<Doorbell>>)>();
+    type RouterSetup = (Vec<RouterEnd>, Vec<Arc<Doorbell>>, Option<RouterAmiEnd>);
+    let (router_setup_tx, router_setup) = mpsc::channel::<RouterSetup>();
     let router_metrics = Arc::new(RouterMetrics::default());
     let metrics_for_router = router_metrics.clone();
     spawn("router".into(), exit_tx.clone(), move || {
@@ -254,7 +261,7 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         }
         let bell = Doorbell::new(ring.fd());
         let _ = router_ready_tx.send(Ok((bell.clone(), ring.task_run())));
-        let Ok((links, shard_bells)) = router_setup.recv() else {
+        let Ok((links, shard_bells, ami)) = router_setup.recv() else {
             return Ok(());
         };
         Router::new(
@@ -264,6 +271,7 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
             shard_bells,
             metrics_for_router,
             router_settings,
+            ami,
         )
         .run()
         .map_err(Into::into)
@@ -275,6 +283,11 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         "io_uring ready: {shards} shards x {max_conns} connections, rings with {task_run}"
     );
 
+    let ami = match ami_settings(args) {
+        Some(settings) => Some(start_ami(settings, router_bell.clone(), exit_tx.clone())?),
+        None => None,
+    };
+
     let listeners = bind_listeners(args.listen, shards)?;
     let addr = listeners[0]
         .local_addr()?
@@ -282,7 +295,9 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         .context("listener has no address")?;
 
     let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|_| Arc::default()).collect();
-    let registry = Arc::new(Registry::new(metrics.clone(), router_metrics.clone()));
+    let mut registry = Registry::new(metrics.clone(), router_metrics.clone());
+    registry.ami = ami.as_ref().map(|(_, status)| status.clone());
+    let registry = Arc::new(registry);
     let settings = Arc::new(settings(args, max_conns, epoch));
 
     let (ready_tx, ready) = mpsc::channel();
@@ -332,7 +347,7 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         .map(|b| b.expect("every shard reported"))
         .collect();
     router_setup_tx
-        .send((router_links, shard_bells))
+        .send((router_links, shard_bells, ami.map(|(end, _)| end)))
         .map_err(|_| anyhow::anyhow!("the router thread died while starting"))?;
 
     Ok(Running {
@@ -342,6 +357,75 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
         registry,
         drain_timeout: args.drain_timeout,
     })
+}
+
+/// The AMI thread's settings, when a PBX is configured.
+fn ami_settings(args: &ServeArgs) -> Option<AmiSettings> {
+    let address = args.ami.clone()?;
+    Some(AmiSettings {
+        address,
+        session: SessionConfig {
+            events: args.ami_events.clone(),
+            ping_interval: args.ami_ping_interval,
+            backoff_max: args.ami_backoff_max,
+            ..SessionConfig::new(
+                args.ami_user.clone().unwrap_or_default(),
+                args.ami_secret
+                    .as_ref()
+                    .map(|s| s.expose().to_owned())
+                    .unwrap_or_default(),
+            )
+        },
+        gateway: GatewaySettings {
+            originate_context: args.ami_originate_context.clone(),
+            transfer_context: args.ami_transfer_context.clone(),
+            ring_timeout: args.ami_ring_timeout,
+            record_dir: args.ami_record_dir.clone(),
+            action_timeout: args.ami_action_timeout,
+            rate_per_sec: args.ami_action_rate,
+            burst: args.ami_action_burst,
+            ..GatewaySettings::default()
+        },
+        noise: args.ami_noise.clone(),
+    })
+}
+
+/// Starts the AMI thread; returns the router's end of its link and its status.
+fn start_ami(
+    settings: AmiSettings,
+    router_bell: Arc<Doorbell>,
+    exits: ExitSender,
+) -> Result<(RouterAmiEnd, Arc<AmiStatus>)> {
+    let (end, inbox, outbox) = link::ami_link();
+    let status = Arc::new(AmiStatus::default());
+    let init = AmiInit {
+        settings,
+        link: end,
+        router_bell,
+        status: status.clone(),
+    };
+    let (ready_tx, ready) = mpsc::channel();
+    spawn("ami".into(), exits, move || {
+        let ring = Ring::new(ami::thread::ring_params()).context("creating the AMI ring")?;
+        if let Err(e) = probe::check_client(&ring) {
+            let _ = ready_tx.send(Err(anyhow::Error::new(e)));
+            return Ok(());
+        }
+        let bell = Doorbell::new(ring.fd());
+        let _ = ready_tx.send(Ok(bell.clone()));
+        ami::thread::run(init, ring, bell).map_err(Into::into)
+    })?;
+    let bell = ready
+        .recv()
+        .context("the AMI thread died while starting")??;
+    Ok((
+        RouterAmiEnd {
+            inbox,
+            outbox,
+            bell,
+        },
+        status,
+    ))
 }
 
 type ExitSender = mpsc::Sender<Event>;

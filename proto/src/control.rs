@@ -29,6 +29,8 @@ pub enum ClientOp {
         since: Option<Position>,
     },
     Unsubscribe(Vec<String>),
+    /// An action for the AMI gateway, which validates the whole message itself.
+    Action,
 }
 
 /// Why a control message was rejected. The messages are sent to the client.
@@ -42,11 +44,11 @@ pub enum OpError {
         "control message must be a JSON object like {{\"op\":\"subscribe\",\"topics\":[\"a\"]}}"
     )]
     NotObject,
-    #[error("missing \"op\" (expected \"subscribe\" or \"unsubscribe\")")]
+    #[error("missing \"op\" (expected \"subscribe\", \"unsubscribe\" or \"action\")")]
     MissingOp,
-    #[error("\"op\" must be a string (\"subscribe\" or \"unsubscribe\")")]
+    #[error("\"op\" must be a string (\"subscribe\", \"unsubscribe\" or \"action\")")]
     OpNotString,
-    #[error("unknown op \"{0}\" (expected \"subscribe\" or \"unsubscribe\")")]
+    #[error("unknown op \"{0}\" (expected \"subscribe\", \"unsubscribe\" or \"action\")")]
     UnknownOp(String),
     #[error("missing \"topics\" (an array of topic patterns)")]
     MissingTopics,
@@ -99,6 +101,7 @@ pub fn parse_client_op(text: &[u8]) -> Result<ClientOp, OpError> {
         None => return Err(OpError::MissingOp),
         Some(Value::String(op)) if op == "subscribe" => true,
         Some(Value::String(op)) if op == "unsubscribe" => false,
+        Some(Value::String(op)) if op == "action" => return Ok(ClientOp::Action),
         Some(Value::String(op)) => return Err(OpError::UnknownOp(echo(op))),
         Some(_) => return Err(OpError::OpNotString),
     };
@@ -183,6 +186,18 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn action_ops_are_left_to_the_gateway() {
+        assert_eq!(
+            parse_client_op(br#"{"op":"action","action":"Hangup","channel":"PJSIP/101-1"}"#),
+            Ok(ClientOp::Action)
+        );
+        // Whatever else it holds is the gateway's to judge.
+        assert_eq!(parse_client_op(br#"{"op":"action"}"#), Ok(ClientOp::Action));
+        let e = parse_client_op(br#"{"op":"act"}"#).unwrap_err().to_string();
+        assert!(e.contains("\"action\""), "{e}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ use std::time::{Duration, Instant};
 pub use serde_json;
 pub use tungstenite;
 
+pub mod asterisk;
+
 /// Default for every timeout in this harness (connect, read, write, server start).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 

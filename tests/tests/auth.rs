@@ -10,14 +10,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use switchboard_e2e::*;
 
 const JWT_SECRET: &str = "e2e-jwt-secret-0123456789abcdef0123";
@@ -28,28 +24,6 @@ const LEEWAY_SECS: u64 = 30;
 const EXPIRY_WAIT: Duration = Duration::from_secs(60);
 const APP: &str = "https://app.example";
 const EVIL: &str = "https://evil.example";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// `header.payload.signature`, signed with HMAC-SHA-256 under `key`.
-fn sign(key: &str, header: &str, payload: &str) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload)
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
-}
 
 /// A valid HS256 token with `claims`.
 fn token(claims: Value) -> String {

@@ -21,6 +21,8 @@ pub mod gateway;
 pub mod json;
 pub mod session;
 pub mod state;
+pub mod status;
+pub mod thread;
 
 use std::borrow::Cow;
 

@@ -40,6 +40,7 @@ pub const TABLE_KEY_EXCEPTIONS: &[(&str, &str)] = &[
     ("auth.jwt_secret", "jwt_secret"),
     ("auth.publisher_secret", "publisher_secret"),
     ("auth.allowed_origins", "allowed_origins"),
+    ("ami.address", "ami"),
 ];
 
 /// Where a setting's value came from, in increasing precedence.

@@ -106,6 +106,11 @@ impl History {
         self.topics.len()
     }
 
+    /// The last sequence number `topic` was given (0: none, or forgotten).
+    pub fn last_seq(&self, topic: &str) -> u64 {
+        self.topics.get(topic).map_or(0, |t| t.seq)
+    }
+
     /// Messages retained over all topics.
     pub fn retained(&self) -> usize {
         self.retained

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::ShardSet;
 use super::history::Replay;
+use crate::ami::gateway::AmiGrants;
 use switchboard_proto::position::Position;
 
 /// Identifies a connection across threads: its slot and the generation it had.
@@ -37,10 +38,66 @@ pub enum ToRouter {
         add: bool,
     },
     /// Echoed back once everything the shard sent before it has been applied; with
-    /// `resume`, the echo carries what those patterns had after a position.
+    /// `resume`, the echo carries what those patterns had after a position. With
+    /// `snapshot` (patterns in the `ami` namespace, `(name, subtree)`), the echo waits
+    /// for the AMI thread's snapshot of them, which it carries first in its replay.
     Barrier {
         id: u32,
         resume: Option<Box<Resume>>,
+        snapshot: Option<Patterns>,
+    },
+    /// An action for the AMI gateway from connection `conn`, answered with
+    /// [`FromRouter::AmiResult`].
+    AmiAction(Box<AmiRequest>),
+}
+
+/// Subscription patterns as the router and the AMI thread see them: `(name, subtree)`.
+pub type Patterns = Box<[(Box<str>, bool)]>;
+
+/// An action request on its way to the AMI gateway.
+#[derive(Debug)]
+pub struct AmiRequest {
+    pub conn: ConnRef,
+    /// The token's subject (the rate limit's key); empty without one.
+    pub user: Box<str>,
+    pub grants: Option<AmiGrants>,
+    /// The client's JSON object, as received.
+    pub body: Bytes,
+}
+
+/// What the router sends the AMI thread.
+#[derive(Debug)]
+pub enum ToAmi {
+    /// Snapshot these patterns for barrier `id` of `shard`.
+    Snapshot {
+        shard: u16,
+        id: u32,
+        patterns: Patterns,
+    },
+    Action {
+        shard: u16,
+        request: Box<AmiRequest>,
+    },
+}
+
+/// What the AMI thread sends the router.
+#[derive(Debug)]
+pub enum FromAmi {
+    /// Publish `data` (a JSON value) to `topic`.
+    Publish { topic: Box<str>, data: Bytes },
+    /// The snapshot asked for by barrier `id` of `shard`: `(topic, data)` messages.
+    Snapshot {
+        shard: u16,
+        id: u32,
+        messages: Vec<(Box<str>, Bytes)>,
+    },
+    /// An action's result (a JSON object) for one connection, with the HTTP status
+    /// that goes with it for `POST /ami/action`.
+    Result {
+        shard: u16,
+        conn: ConnRef,
+        status: u16,
+        body: Bytes,
     },
 }
 
@@ -85,6 +142,12 @@ pub enum FromRouter {
         id: u32,
         gseq: u64,
         replay: Option<Box<Replay>>,
+    },
+    /// The result of connection `conn`'s action (a JSON object) and its HTTP status.
+    AmiResult {
+        conn: ConnRef,
+        status: u16,
+        body: Bytes,
     },
 }
 
@@ -144,6 +207,34 @@ pub struct ShardEnd {
     pub inbox: rtrb::Consumer<FromRouter>,
 }
 
+/// The router's end of its link with the AMI thread.
+pub struct RouterAmiEnd {
+    pub inbox: rtrb::Consumer<FromAmi>,
+    pub outbox: rtrb::Producer<ToAmi>,
+    /// The AMI thread's doorbell.
+    pub bell: Arc<Doorbell>,
+}
+
+/// The AMI thread's end of its link with the router.
+pub struct AmiEnd {
+    pub outbox: rtrb::Producer<FromAmi>,
+    pub inbox: rtrb::Consumer<ToAmi>,
+}
+
+/// Makes the queues between the router and the AMI thread.
+pub fn ami_link() -> (AmiEnd, rtrb::Consumer<FromAmi>, rtrb::Producer<ToAmi>) {
+    let (to_router, router_inbox) = rtrb::RingBuffer::new(QUEUE_CAPACITY);
+    let (router_outbox, from_router) = rtrb::RingBuffer::new(QUEUE_CAPACITY);
+    (
+        AmiEnd {
+            outbox: to_router,
+            inbox: from_router,
+        },
+        router_inbox,
+        router_outbox,
+    )
+}
+
 /// Makes the queues of one shard/router link.
 pub fn link() -> (ShardEnd, RouterEnd) {
     let (to_router, router_inbox) = rtrb::RingBuffer::new(QUEUE_CAPACITY);
@@ -198,7 +289,11 @@ mod tests {
         for id in 0..QUEUE_CAPACITY as u32 {
             shard
                 .outbox
-                .push(ToRouter::Barrier { id, resume: None })
+                .push(ToRouter::Barrier {
+                    id,
+                    resume: None,
+                    snapshot: None,
+                })
                 .unwrap();
         }
         assert!(
@@ -206,7 +301,8 @@ mod tests {
                 .outbox
                 .push(ToRouter::Barrier {
                     id: 0,
-                    resume: None
+                    resume: None,
+                    snapshot: None,
                 })
                 .is_err()
         );

@@ -18,8 +18,11 @@ use switchboard_proto::position::Position;
 use switchboard_proto::{envelope, sse, topic, ws};
 
 use super::ShardSet;
-use super::history::{History, HistoryLimits, Pattern};
-use super::link::{Doorbell, FromRouter, Message, Resume, RouterEnd, ToRouter};
+use super::history::{History, HistoryLimits, Pattern, Replay};
+use super::link::{
+    AmiRequest, Doorbell, FromAmi, FromRouter, Message, Resume, RouterAmiEnd, RouterEnd, ToAmi,
+    ToRouter,
+};
 use crate::uring::{Completion, Kind, Ring, RingParams};
 
 /// Counters the router exports in `/metrics`.
@@ -75,6 +78,13 @@ pub struct Router {
     touched: ShardSet,
     metrics: Arc<RouterMetrics>,
     completions: Vec<Completion>,
+    /// The link with the AMI thread, when a PBX is configured.
+    ami: Option<RouterAmiEnd>,
+    /// Barriers waiting for the AMI thread's snapshot, by `(shard, id)`, with the resume
+    /// of their other patterns.
+    snapshots: HashMap<(u16, u32), Option<Box<Resume>>>,
+    /// Whether the AMI thread was sent something since its doorbell was last rung.
+    ami_touched: bool,
 }
 
 impl Router {
@@ -86,6 +96,7 @@ impl Router {
         shard_bells: Vec<Arc<Doorbell>>,
         metrics: Arc<RouterMetrics>,
         settings: RouterSettings,
+        ami: Option<RouterAmiEnd>,
     ) -> Router {
         Router {
             ring,
@@ -100,6 +111,9 @@ impl Router {
             touched: ShardSet::default(),
             metrics,
             completions: Vec::new(),
+            ami,
+            snapshots: HashMap::new(),
+            ami_touched: false,
         }
     }
 
@@ -125,12 +139,20 @@ impl Router {
                     handled += 1;
                 }
             }
+            while handled < BATCH_MESSAGES {
+                let Some(msg) = self.ami.as_mut().and_then(|a| a.inbox.pop().ok()) else {
+                    break;
+                };
+                self.handle_ami(msg);
+                handled += 1;
+            }
             self.ring_shards();
             if handled > 0 {
                 self.ring.enter(false)?;
             } else {
                 self.bell.arm();
-                let idle = self.links.iter().all(|l| l.inbox.is_empty());
+                let idle = self.links.iter().all(|l| l.inbox.is_empty())
+                    && self.ami.as_ref().is_none_or(|a| a.inbox.is_empty());
                 self.ring.enter(idle)?;
                 self.bell.disarm();
             }
@@ -208,12 +230,119 @@ impl Router {
                     }
                 }
             }
-            ToRouter::Barrier { id, resume } => {
+            ToRouter::Barrier {
+                id,
+                resume,
+                snapshot: Some(patterns),
+            } if self.ami.is_some() => {
+                self.snapshots.insert((from as u16, id), resume);
+                self.send_ami(ToAmi::Snapshot {
+                    shard: from as u16,
+                    id,
+                    patterns,
+                });
+            }
+            ToRouter::Barrier { id, resume, .. } => {
                 let replay = resume.map(|r| Box::new(self.replay(&r)));
                 let gseq = self.gseq;
                 self.send(from, FromRouter::Barrier { id, gseq, replay });
             }
+            ToRouter::AmiAction(request) if self.ami.is_some() => {
+                self.send_ami(ToAmi::Action {
+                    shard: from as u16,
+                    request,
+                });
+            }
+            ToRouter::AmiAction(request) => {
+                let AmiRequest { conn, .. } = *request;
+                let body = Bytes::from_static(NO_AMI_RESULT.as_bytes());
+                self.send(
+                    from,
+                    FromRouter::AmiResult {
+                        conn,
+                        status: 503,
+                        body,
+                    },
+                );
+            }
         }
+    }
+
+    /// What the AMI thread sends: its publishes, the snapshots that complete waiting
+    /// barriers, and action results.
+    fn handle_ami(&mut self, msg: FromAmi) {
+        match msg {
+            FromAmi::Publish { topic, data } => {
+                self.publish(&topic, &data);
+            }
+            FromAmi::Snapshot {
+                shard,
+                id,
+                messages,
+            } => {
+                let resume = self.snapshots.remove(&(shard, id)).flatten();
+                let mut replay = match resume {
+                    Some(r) => self.replay(&r),
+                    None => Replay::default(),
+                };
+                // The snapshot stands at this point of the order: every AMI message
+                // routed before it is in it, every one after it reaches the subscriber.
+                let pos = Position {
+                    epoch: self.epoch,
+                    gseq: self.gseq,
+                };
+                let snapshot = messages.iter().map(|(topic, data)| {
+                    let seq = self.history.last_seq(topic);
+                    Arc::new(encode(topic, seq, pos, data))
+                });
+                replay.messages.splice(0..0, snapshot);
+                let gseq = self.gseq;
+                self.send(
+                    usize::from(shard),
+                    FromRouter::Barrier {
+                        id,
+                        gseq,
+                        replay: Some(Box::new(replay)),
+                    },
+                );
+            }
+            FromAmi::Result {
+                shard,
+                conn,
+                status,
+                body,
+            } => {
+                self.send(
+                    usize::from(shard),
+                    FromRouter::AmiResult { conn, status, body },
+                );
+            }
+        }
+    }
+
+    /// Pushes to the AMI thread's queue, waiting (as [`send`](Self::send) does) while
+    /// it is full.
+    fn send_ami(&mut self, mut msg: ToAmi) {
+        let Some(ami) = self.ami.as_mut() else {
+            return;
+        };
+        loop {
+            match ami.outbox.push(msg) {
+                Ok(()) => break,
+                Err(rtrb::PushError::Full(back)) => {
+                    msg = back;
+                    self.metrics
+                        .outbox_full_waits
+                        .fetch_add(1, Ordering::Relaxed);
+                    if ami.bell.ring() {
+                        self.ring.wake(ami.bell.ring_fd());
+                        let _ = self.ring.enter(false);
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        self.ami_touched = true;
     }
 
     /// What a resuming subscriber's patterns had after its position.
@@ -323,6 +452,12 @@ impl Router {
     }
 
     fn ring_shards(&mut self) {
+        if std::mem::take(&mut self.ami_touched)
+            && let Some(ami) = self.ami.as_ref()
+            && ami.bell.ring()
+        {
+            self.ring.wake(ami.bell.ring_fd());
+        }
         let touched = std::mem::take(&mut self.touched);
         for shard in touched.iter() {
             if self.shard_bells[shard].ring() {
@@ -331,6 +466,10 @@ impl Router {
         }
     }
 }
+
+/// The result of an action when no PBX is configured.
+const NO_AMI_RESULT: &str =
+    r#"{"op":"result","ok":false,"code":"unavailable","error":"no PBX is configured (--ami)"}"#;
 
 /// Builds the envelope once and frames it for each transport.
 pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message {

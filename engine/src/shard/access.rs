@@ -19,6 +19,7 @@ use switchboard_proto::ws::close;
 
 use super::Core;
 use super::conn::Phase;
+use crate::ami::gateway::AmiGrants;
 use crate::auth::{AuthError, Claims, LEEWAY_SECS, RequestParts};
 
 /// Slots per page of the claims table (as the connection table's pages).
@@ -253,6 +254,42 @@ impl Core {
         }
     }
 
+    /// Who is calling `POST /ami/action`: the token's subject and `ami` grants under
+    /// `--auth required` (a missing or invalid token is refused with `401`: `None`);
+    /// with auth off nobody has grants, and the gateway refuses every action.
+    pub(super) fn action_caller(
+        &mut self,
+        slot: u32,
+        req: &Request<'_, '_>,
+    ) -> Option<(Box<str>, Option<AmiGrants>)> {
+        let verified = self
+            .settings
+            .auth
+            .authorize_subscribe(&credentials(req), &[], unix_now());
+        match verified {
+            Ok(None) => Some(("".into(), None)),
+            Ok(Some(claims)) => Some((
+                claims.sub.as_deref().unwrap_or_default().into(),
+                claims.ami.clone(),
+            )),
+            Err(e) => {
+                self.refuse(slot, e, req.path);
+                None
+            }
+        }
+    }
+
+    /// The subject and `ami` grants a WebSocket connection was authorized with.
+    pub(super) fn ws_caller(&self, slot: u32) -> (Box<str>, Option<AmiGrants>) {
+        match self.access.claims(slot) {
+            None => ("".into(), None),
+            Some(claims) => (
+                claims.sub.as_deref().unwrap_or_default().into(),
+                claims.ami.clone(),
+            ),
+        }
+    }
+
     /// Answers an auth failure: `401` with a Bearer challenge, or `403` naming the
     /// topic or pattern (`what`) that is not granted. Counted and logged by reason.
     fn refuse(&mut self, slot: u32, e: AuthError, what: &str) {
@@ -332,6 +369,7 @@ mod tests {
             exp,
             subscribe: Vec::new(),
             publish: Vec::new(),
+            ami: None,
         }
     }
 

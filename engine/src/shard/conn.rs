@@ -217,9 +217,18 @@ impl Rx {
 /// A publish request whose body is being received.
 #[derive(Debug)]
 pub struct PublishBody {
-    pub topic: Box<str>,
+    pub target: BodyFor,
     pub progress: BodyProgress,
     pub data: Vec<u8>,
+}
+
+/// What a request body being read is for.
+#[derive(Debug)]
+pub enum BodyFor {
+    /// `POST /publish/<topic>`.
+    Publish(Box<str>),
+    /// `POST /ami/action`, with the caller's token subject and grants.
+    AmiAction(Box<(Box<str>, Option<crate::ami::gateway::AmiGrants>)>),
 }
 
 #[derive(Debug)]

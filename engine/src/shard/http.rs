@@ -8,7 +8,7 @@ use bytes::Bytes;
 use switchboard_proto::http1::{self, BodyError, BodyFraming, ChunkedDecoder, Request};
 use switchboard_proto::{envelope, topic};
 
-use super::conn::{BodyProgress, Phase, PublishBody, flag};
+use super::conn::{BodyFor, BodyProgress, Phase, PublishBody, flag};
 use super::{Core, access, ws};
 use crate::config::{MAX_HEADERS_LIMIT, PARK_PAUSE_BYTES};
 use crate::metrics::{CloseReason, Limit};
@@ -190,16 +190,25 @@ impl Core {
                 self.preflight(slot, req, "GET");
                 return self.skip_body(slot, req);
             }
+            if path == super::ami::ACTION_PATH {
+                self.preflight(slot, req, "POST");
+                return self.skip_body(slot, req);
+            }
         }
         if let Some(encoded_topic) = path.strip_prefix("/publish/") {
             return self.publish_request(slot, req, encoded_topic, body);
+        }
+        if path == super::ami::ACTION_PATH {
+            return self.ami_action_request(slot, req, body);
         }
         if !matches!(req.body, BodyFraming::None | BodyFraming::Length(0)) {
             // No other route takes a body; rather than read one to skip it, answer and
             // close.
             self.conns.slot_mut(slot).set(flag::HTTP_CLOSE);
-            let known = matches!(path, "/healthz" | "/metrics" | "/ws" | "/sse" | "/poll")
-                || (path == "/echo" && self.settings.echo);
+            let known = matches!(
+                path,
+                "/healthz" | "/healthz/ami" | "/metrics" | "/ws" | "/sse" | "/poll"
+            ) || (path == "/echo" && self.settings.echo);
             if known {
                 self.respond_text(slot, 400, "this resource takes no request body");
             } else {
@@ -208,18 +217,7 @@ impl Core {
             return 0;
         }
         match path {
-            "/healthz" => match req.method {
-                // Draining: still answering, but not for long (see `drain`).
-                "GET" if self.drain.is_some() => {
-                    self.respond(slot, 503, &[], Some("text/plain"), b"draining")
-                }
-                "HEAD" if self.drain.is_some() => {
-                    self.respond_head_only(slot, 503, "text/plain", 8)
-                }
-                "GET" => self.respond(slot, 200, &[], Some("text/plain"), b"ok"),
-                "HEAD" => self.respond_head_only(slot, 200, "text/plain", 2),
-                _ => self.method_not_allowed(slot, "GET, HEAD"),
-            },
+            "/healthz" | "/healthz/ami" => self.healthz(slot, req.method, path != "/healthz"),
             "/metrics" => match req.method {
                 "GET" => {
                     let text = self.registry.render();
@@ -240,6 +238,31 @@ impl Core {
             _ => self.respond_text(slot, 404, "not found"),
         }
         0
+    }
+
+    /// `/healthz`: `200 ok` while serving (the AMI session's state on a second line
+    /// when a PBX is configured), `503 draining` during a drain. `/healthz/ami`: `200`
+    /// while the AMI session is live, `503` otherwise (404 without a PBX), with its state.
+    fn healthz(&mut self, slot: u32, method: &str, ami_only: bool) {
+        let (status, body): (u16, String) = match (&self.registry.ami, ami_only) {
+            (None, true) => (404, "no PBX is configured (--ami)\n".into()),
+            (Some(ami), true) => {
+                let live = ami.live.load(Relaxed);
+                (
+                    if live { 200 } else { 503 },
+                    format!("{}\n", ami.health_line()),
+                )
+            }
+            // Draining: still answering, but not for long (see `drain`).
+            (_, false) if self.drain.is_some() => (503, "draining".into()),
+            (None, false) => (200, "ok".into()),
+            (Some(ami), false) => (200, format!("ok\n{}\n", ami.health_line())),
+        };
+        match method {
+            "GET" => self.respond(slot, status, &[], Some("text/plain"), body.as_bytes()),
+            "HEAD" => self.respond_head_only(slot, status, "text/plain", body.len()),
+            _ => self.method_not_allowed(slot, "GET, HEAD"),
+        }
     }
 
     fn publish_request(
@@ -270,6 +293,18 @@ impl Core {
         if !self.publisher_authorized(slot, req, &topic) {
             return self.skip_body(slot, req);
         }
+        self.read_body(slot, req, body, BodyFor::Publish(topic.into()))
+    }
+
+    /// Reads the body of a `POST` (at most `--max-publish-bytes`, by length or chunked)
+    /// and hands it to `target` once complete; returns the body bytes consumed.
+    pub(super) fn read_body(
+        &mut self,
+        slot: u32,
+        req: &Request<'_, '_>,
+        body: &[u8],
+        target: BodyFor,
+    ) -> usize {
         let max = self.settings.max_publish_bytes;
         let progress = match req.body {
             BodyFraming::None => BodyProgress::Length(0),
@@ -285,7 +320,7 @@ impl Core {
         if let BodyProgress::Length(n) = progress
             && body.len() >= n
         {
-            self.publish(slot, topic.into(), &body[..n]);
+            self.body_done(slot, target, &body[..n]);
             return n;
         }
         if req.expect_continue {
@@ -295,7 +330,7 @@ impl Core {
         conn.rx
             .get_or_insert_with(|| Box::new(ws::new_rx(conn.phase)))
             .body = Some(PublishBody {
-            topic: topic.into(),
+            target,
             progress,
             data: Vec::new(),
         });
@@ -304,7 +339,7 @@ impl Core {
 
     /// The body of a request that was refused before it was read: skipped when its
     /// length is known and already here, else the connection is closed after the answer.
-    fn skip_body(&mut self, slot: u32, req: &Request<'_, '_>) -> usize {
+    pub(super) fn skip_body(&mut self, slot: u32, req: &Request<'_, '_>) -> usize {
         match req.body {
             BodyFraming::None | BodyFraming::Length(0) => 0,
             _ => {
@@ -344,9 +379,19 @@ impl Core {
         };
         if done {
             let body = rx.body.take().expect("checked above");
-            self.publish(slot, body.topic, &body.data);
+            self.body_done(slot, body.target, &body.data);
         }
         used
+    }
+
+    fn body_done(&mut self, slot: u32, target: BodyFor, data: &[u8]) {
+        match target {
+            BodyFor::Publish(topic) => self.publish(slot, topic, data),
+            BodyFor::AmiAction(caller) => {
+                let (user, grants) = *caller;
+                self.send_action(slot, user, grants, data);
+            }
+        }
     }
 
     /// A complete publish: validated, handed to the router, answered when it returns.

@@ -6,6 +6,7 @@
 //! doorbell.
 
 mod access;
+mod ami;
 pub mod conn;
 mod direct;
 mod drain;
@@ -75,6 +76,9 @@ pub struct Settings {
     pub max_conns_per_ip: u32,
     /// Who may subscribe, publish, and connect from which origins.
     pub auth: crate::auth::Policy,
+    /// A PBX is configured (`--ami`): `ami.*` subscriptions start with a snapshot and
+    /// actions go to the gateway.
+    pub ami: bool,
 }
 
 /// Everything a shard thread is given when it starts.
@@ -752,6 +756,7 @@ impl Core {
                     delivered,
                 } => self.published(reply, &topic, seq, delivered),
                 FromRouter::Barrier { id, gseq, replay } => self.on_barrier(id, gseq, replay),
+                FromRouter::AmiResult { conn, status, body } => self.ami_result(conn, status, body),
             }
         }
     }

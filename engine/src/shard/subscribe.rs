@@ -162,15 +162,22 @@ impl Core {
                 since,
             })
         });
+        // PBX state topics start from a snapshot rather than from history, except for a
+        // long-poll that resumes (it follows history from its previous answer).
+        let snapshots = self.settings.ami && !(matches!(then, After::Poll) && since.is_some());
+        let mut snapshot = Vec::new();
         for p in patterns {
             let Ok(pattern) = topic::parse_pattern(p) else {
                 continue;
             };
-            if let Some(r) = resume.as_mut() {
-                r.patterns.push(match pattern {
-                    topic::Pattern::Exact(t) => (t.into(), false),
-                    topic::Pattern::Subtree(p) => (p.into(), true),
-                });
+            let named = match pattern {
+                topic::Pattern::Exact(t) => (t.into(), false),
+                topic::Pattern::Subtree(p) => (p.into(), true),
+            };
+            if snapshots && super::ami::wants_snapshot(pattern) {
+                snapshot.push(named);
+            } else if let Some(r) = resume.as_mut() {
+                r.patterns.push(named);
             }
             let (id, change) = self.topics.reserve(pattern);
             ids.push(id);
@@ -189,7 +196,15 @@ impl Core {
             topics: ids,
             then,
         }) as u32;
-        self.tell_router(ToRouter::Barrier { id, resume });
+        if resume.as_ref().is_some_and(|r| r.patterns.is_empty()) {
+            resume = None;
+        }
+        let snapshot = (!snapshot.is_empty()).then(|| snapshot.into_boxed_slice());
+        self.tell_router(ToRouter::Barrier {
+            id,
+            resume,
+            snapshot,
+        });
     }
 
     /// The router has applied everything sent before barrier `id` (up to router-wide

@@ -245,6 +245,7 @@ impl Core {
                 return self.ws_subscribe(slot, &topics, since);
             }
             Ok(ClientOp::Unsubscribe(patterns)) => self.ws_unsubscribe(slot, &patterns),
+            Ok(ClientOp::Action) => self.ws_action(slot, payload),
             Err(e) => {
                 if matches!(e, control::OpError::TooManyTopics { .. }) {
                     self.limit_hit(slot, Limit::TopicsPerOp);

@@ -1,0 +1,123 @@
+//! The AMI ingest throughput on one core: a real Asterisk capture, held in memory and
+//! played `--passes` times, is parsed (the streaming codec), applied to the PBX state
+//! model, mapped to topics and encoded as the router encodes every publish (one
+//! envelope, framed for WebSocket and SSE). Prints events/s and publishes/s.
+//!
+//!     cargo run --release -p switchboard --example ami_ingest -- \
+//!         proto/tests/fixtures/ami/asterisk22-local.txt --passes 50
+//!
+//! The capture is cut after its login answer (as `ami-sim --replay` serves it) and
+//! split into reads of `--read` bytes, as a socket would deliver it.
+
+use std::time::Instant;
+
+use switchboard::ami::Sink;
+use switchboard::ami::json::EventFilter;
+use switchboard::ami::state::Pbx;
+use switchboard::pubsub::router::encode;
+use switchboard_proto::ami::{Item, Parser};
+use switchboard_proto::position::Position;
+
+/// Encodes every publication as the router does, counting them and their bytes.
+struct Encoder {
+    publishes: u64,
+    bytes: u64,
+    gseq: u64,
+}
+
+impl Sink for Encoder {
+    fn publish(&mut self, topic: &str, data: &[u8]) {
+        self.gseq += 1;
+        let pos = Position {
+            epoch: 1,
+            gseq: self.gseq,
+        };
+        let msg = encode(topic, self.gseq, pos, data);
+        self.publishes += 1;
+        self.bytes += msg.ws_frame.len() as u64;
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut path = None;
+    let mut passes = 20u32;
+    let mut read = 64 * 1024usize;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--passes" => {
+                passes = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--passes N")
+            }
+            "--read" => {
+                read = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--read BYTES")
+            }
+            _ => path = Some(a),
+        }
+    }
+    let path = path.expect("usage: ami_ingest CAPTURE [--passes N] [--read BYTES]");
+    let capture = std::fs::read(&path).expect("reading the capture");
+    let stream = after_login(&capture);
+
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut sink = Encoder {
+        publishes: 0,
+        bytes: 0,
+        gseq: 0,
+    };
+    let mut events = 0u64;
+    let started = Instant::now();
+    for _ in 0..passes {
+        let mut parser = Parser::client().skip_banner();
+        let mut buf: Vec<u8> = Vec::with_capacity(2 * read);
+        for chunk in stream.chunks(read) {
+            buf.extend_from_slice(chunk);
+            let mut pos = 0;
+            loop {
+                let (n, item) = parser.parse(&buf[pos..]).expect("the capture parses");
+                pos += n;
+                match item {
+                    Some(Item::Message(m)) => {
+                        events += 1;
+                        pbx.on_event(&m, 1_795_248_000_000 + events / 1000, &mut sink);
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            buf.drain(..pos);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{path}: {passes} passes, {events} messages in {secs:.2} s: {:.0} events/s, \
+         {:.0} publishes/s ({:.1} per event), {:.0} MB/s of frames; state at the end: \
+         {} channels, {} calls",
+        events as f64 / secs,
+        sink.publishes as f64 / secs,
+        sink.publishes as f64 / events.max(1) as f64,
+        sink.bytes as f64 / secs / 1e6,
+        pbx.channels(),
+        pbx.calls()
+    );
+}
+
+/// The stream a client receives after its login: from the byte after the capture's
+/// `Authentication accepted` message.
+fn after_login(capture: &[u8]) -> &[u8] {
+    let needle = b"Message: Authentication accepted";
+    let at = capture
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the capture has a login answer");
+    let end = capture[at..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the login answer ends");
+    &capture[at + end + 4..]
+}

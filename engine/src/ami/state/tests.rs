@@ -1,0 +1,1113 @@
+//! Tests of the PBX state model: hand-written sequences, robustness, resync,
+//! snapshots, and whole captures of real Asterisk streams
+//! (`proto/tests/fixtures/ami/`).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use switchboard_proto::ami::{Item, Parser};
+use switchboard_proto::topic::validate_topic;
+
+use super::super::{PbxView, TOPIC_CALLS, TOPIC_EVENTS};
+use super::*;
+
+type Pubs = Vec<(String, Vec<u8>)>;
+
+/// Milliseconds the test clock advances per message.
+const TICK: u64 = 10;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../proto/tests/fixtures/ami/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Feeds a stream (banner first unless `skip_banner`) through a client parser into
+/// the model, `chunk` bytes at a time (0: whole).
+struct Feeder {
+    parser: Parser,
+    buf: Vec<u8>,
+    clock: u64,
+}
+
+impl Feeder {
+    fn new(skip_banner: bool) -> Self {
+        let parser = if skip_banner {
+            Parser::client().skip_banner()
+        } else {
+            Parser::client()
+        };
+        Self {
+            parser,
+            buf: Vec::new(),
+            clock: 1_000_000,
+        }
+    }
+
+    fn feed(&mut self, pbx: &mut Pbx, bytes: &[u8], chunk: usize, out: &mut Pubs) {
+        let chunk = if chunk == 0 {
+            bytes.len().max(1)
+        } else {
+            chunk
+        };
+        for piece in bytes.chunks(chunk) {
+            self.buf.extend_from_slice(piece);
+            let mut pos = 0;
+            loop {
+                let rest = self.buf.get(pos..).unwrap_or_default();
+                match self.parser.parse(rest) {
+                    Ok((n, Some(Item::Message(m)))) => {
+                        pbx.on_event(&m, self.clock, out);
+                        self.clock += TICK;
+                        pos += n;
+                    }
+                    Ok((n, Some(_))) => pos += n,
+                    Ok((n, None)) => {
+                        pos += n;
+                        break;
+                    }
+                    Err(e) => panic!("parse error {e}"),
+                }
+            }
+            self.buf.drain(..pos);
+        }
+    }
+}
+
+fn run(bytes: &[u8], chunk: usize) -> (Pbx, Pubs) {
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut out = Pubs::new();
+    pbx.set_connected(true, &mut out);
+    Feeder::new(false).feed(&mut pbx, bytes, chunk, &mut out);
+    (pbx, out)
+}
+
+fn json(data: &[u8]) -> Value {
+    serde_json::from_slice(data)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(data)))
+}
+
+/// The lifecycle messages per call, in order.
+type Lifecycles = HashMap<String, Vec<Value>>;
+
+/// Checks what every capture must satisfy and returns the lifecycles.
+fn check(pubs: &Pubs) -> Lifecycles {
+    let noise = EventFilter::default();
+    let mut calls: Lifecycles = HashMap::new();
+    for (topic, data) in pubs {
+        assert!(validate_topic(topic).is_ok(), "bad topic {topic}");
+        let v = json(data);
+        let kind = v["kind"].as_str().unwrap_or_default();
+        if topic == TOPIC_EVENTS && kind == "event" {
+            let name = v["event"]["Event"].as_str().unwrap_or_default();
+            assert!(!noise.is_noise(name.as_bytes()), "noise published: {name}");
+            let privilege = v["event"]["Privilege"].as_str().unwrap_or_default();
+            assert!(
+                !privilege.contains("system") && !privilege.contains("security"),
+                "{name}: {privilege}"
+            );
+            assert!(
+                v["event"].get("ActionID").is_none()
+                    || name == "OriginateResponse"
+                    || name == "UserEvent"
+            );
+        }
+        if topic == TOPIC_CALLS && kind != "link" {
+            let l = v["linkedid"].as_str().expect("linkedid").to_owned();
+            assert_eq!(v["call"]["linkedid"], l.as_str());
+            calls.entry(l).or_default().push(v);
+        }
+    }
+    for (l, msgs) in &calls {
+        let kinds: Vec<&str> = msgs
+            .iter()
+            .map(|m| m["kind"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(kinds.first(), Some(&"started"), "{l}: {kinds:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "started").count(),
+            1,
+            "{l}: {kinds:?}"
+        );
+        assert!(
+            kinds.iter().filter(|k| **k == "ended").count() <= 1,
+            "{l}: {kinds:?}"
+        );
+        if let Some(i) = kinds.iter().position(|k| *k == "ended") {
+            assert_eq!(i, kinds.len() - 1, "{l}: ended not last {kinds:?}");
+        }
+        let answered = kinds.iter().position(|k| *k == "answered");
+        let ringing = kinds.iter().position(|k| *k == "ringing");
+        assert!(
+            kinds.iter().filter(|k| **k == "answered").count() <= 1,
+            "{l}: {kinds:?}"
+        );
+        assert!(
+            kinds.iter().filter(|k| **k == "ringing").count() <= 1,
+            "{l}: {kinds:?}"
+        );
+        if let (Some(a), Some(r)) = (answered, ringing) {
+            assert!(r < a, "{l}: ringing after answered {kinds:?}");
+        }
+        let mut last = 0;
+        for m in msgs {
+            let at = m["at_ms"].as_u64().expect("at_ms");
+            assert!(at >= last);
+            last = at;
+        }
+    }
+    calls
+}
+
+fn kinds(msgs: &[Value]) -> Vec<&str> {
+    msgs.iter()
+        .map(|m| m["kind"].as_str().unwrap_or_default())
+        .collect()
+}
+
+fn ended(msgs: &[Value]) -> &Value {
+    msgs.last().filter(|m| m["kind"] == "ended").expect("ended")
+}
+
+/// Every `started` call is `ended` exactly once.
+fn assert_all_ended(calls: &Lifecycles) {
+    for (l, msgs) in calls {
+        assert_eq!(kinds(msgs).last(), Some(&"ended"), "{l}: {:?}", kinds(msgs));
+    }
+}
+
+#[test]
+fn asterisk16_calls_lifecycle() {
+    let bytes = fixture("asterisk16-calls.bin");
+    let (pbx, pubs) = run(&bytes, 0);
+    let calls = check(&pubs);
+    assert_eq!(pbx.channels(), 0);
+    assert_eq!(pbx.calls(), 0);
+    assert_eq!(pbx.bridges(), 0);
+    assert_all_ended(&calls);
+    assert!(calls.len() >= 10, "{}", calls.len());
+
+    let answered = &calls["1795248383.46"];
+    assert_eq!(kinds(answered), ["started", "ringing", "answered", "ended"]);
+    let e = ended(answered);
+    assert_eq!(e["answered"], true);
+    assert_eq!(e["cause"], 16);
+    assert_eq!(e["cause_txt"], "Normal Clearing");
+    assert!(e["talk_ms"].as_u64().unwrap_or(0) > 0);
+    assert!(e["duration_ms"].as_u64().unwrap_or(0) > e["talk_ms"].as_u64().unwrap_or(0));
+    assert_eq!(e["call"]["from"]["num"], "5551001");
+    assert_eq!(e["call"]["from"]["name"], "Alice");
+    assert_eq!(e["call"]["to"]["endpoint"], "Local/200@lab");
+    assert!(answered[2]["ring_ms"].as_u64().unwrap_or(0) > 0);
+
+    let unanswered = &calls["1795248388.50"];
+    assert_eq!(kinds(unanswered), ["started", "ringing", "ended"]);
+    assert_eq!(ended(unanswered)["answered"], false);
+    assert_eq!(ended(unanswered)["talk_ms"], 0);
+
+    let queued = &calls["1795248393.54"];
+    assert!(kinds(queued).contains(&"answered"), "{:?}", kinds(queued));
+    assert_eq!(ended(queued)["call"]["queue"], "support");
+    let abandoned = &calls["1795248399.60"];
+    assert!(!kinds(abandoned).contains(&"answered"));
+    assert_eq!(ended(abandoned)["answered"], false);
+    assert_eq!(ended(abandoned)["call"]["queue"], "support");
+
+    let blind = &calls["1795248403.66"];
+    let t = blind
+        .iter()
+        .find(|m| m["kind"] == "transferred")
+        .expect("transferred");
+    assert_eq!(t["transfer"], "blind");
+    assert_eq!(t["to"], "300");
+
+    let hold = &calls["1795248409.70"];
+    let k = kinds(hold);
+    let held = k.iter().position(|k| *k == "held").expect("held");
+    let unheld = k.iter().position(|k| *k == "unheld").expect("unheld");
+    assert!(held < unheld);
+    assert_eq!(hold[held]["channel"], "Local/200@lab-00000024;1");
+    assert_eq!(hold[held]["call"]["held"], true);
+    assert_eq!(hold[unheld]["call"]["held"], false);
+
+    let rec = &calls["1795248443.76"];
+    let r: Vec<&Value> = rec.iter().filter(|m| m["kind"] == "recording").collect();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0]["recording"], true);
+    assert_eq!(r[0]["call"]["recording"], true);
+    assert_eq!(r[1]["recording"], false);
+
+    // Queue `support`: each queued call joins and leaves.
+    let callers: Vec<usize> = std::iter::once(0)
+        .chain(
+            pubs.iter()
+                .filter(|(t, _)| t == "ami.queue.support")
+                .map(|(_, d)| json(d)["queue"]["callers"].as_array().map_or(0, Vec::len)),
+        )
+        .collect();
+    let joins = callers.windows(2).filter(|w| w[1] > w[0]).count();
+    let leaves = callers.windows(2).filter(|w| w[1] < w[0]).count();
+    assert_eq!((joins, leaves), (2, 2), "{callers:?}");
+    assert_eq!(callers.last(), Some(&0));
+    let last = pubs
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "ami.queue.support")
+        .map(|(_, d)| json(d))
+        .expect("queue update");
+    let members = last["queue"]["members"].as_array().expect("members");
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0]["interface"], "Local/agent1@agents/n");
+    assert_eq!(members[0]["status_text"], "NOT_INUSE");
+
+    // Events reach the call topics; filtered ones never do.
+    assert!(pubs.iter().any(|(t, _)| t == "ami.call.1795248383.46"));
+    assert!(!pubs.iter().any(|(_, d)| {
+        let s = String::from_utf8_lossy(d);
+        s.contains("\"Event\":\"VarSet\"")
+            || s.contains("\"Event\":\"SuccessfulAuth\"")
+            || s.contains("\"Event\":\"FullyBooted\"")
+    }));
+    // Endpoint updates follow device states.
+    let ep = pubs
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "ami.endpoint.Local/200@lab")
+        .map(|(_, d)| json(d))
+        .expect("endpoint update");
+    assert_eq!(ep["endpoint"]["state"], "NOT_INUSE");
+    assert_eq!(ep["endpoint"]["channels"], serde_json::json!([]));
+}
+
+#[test]
+fn asterisk22_captures() {
+    for name in ["asterisk22-local.txt", "asterisk22-sip-systemname.txt"] {
+        let bytes = fixture(name);
+        let (pbx, pubs) = run(&bytes, 0);
+        let calls = check(&pubs);
+        assert_eq!(pbx.channels(), 0, "{name}");
+        assert_eq!(pbx.calls(), 0, "{name}");
+        assert_all_ended(&calls);
+        let all: Vec<&str> = calls.values().flat_map(|m| kinds(m)).collect();
+        // (Hold and Unhold never pair on one channel in these runs: a held channel
+        // hangs up, an Unhold comes with a blind transfer.)
+        for k in ["ringing", "answered", "held", "transferred", "recording"] {
+            assert!(all.contains(&k), "{name}: no {k}");
+        }
+        let attended = calls
+            .values()
+            .flatten()
+            .filter(|m| m["kind"] == "transferred" && m["transfer"] == "attended")
+            .count();
+        assert!(attended > 0, "{name}: no attended transfer");
+        assert!(pbx.queues() >= 1);
+        assert!(pubs.iter().any(|(t, _)| t.starts_with("ami.queue.")));
+        assert!(
+            !pubs
+                .iter()
+                .any(|(_, d)| String::from_utf8_lossy(d).contains("\"Event\":\"CEL\""))
+        );
+    }
+}
+
+#[test]
+fn chunked_feeding_publishes_the_same() {
+    let bytes = fixture("asterisk16-calls.bin");
+    let (_, whole) = run(&bytes, 0);
+    for chunk in [1, 7, 113, 4096] {
+        let (_, pubs) = run(&bytes, chunk);
+        assert!(pubs == whole, "chunk {chunk}");
+    }
+}
+
+/// The capture up to the end of the message that contains `marker`.
+fn cut_after<'a>(bytes: &'a [u8], marker: &[u8]) -> (&'a [u8], &'a [u8]) {
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("marker");
+    let end = bytes[at..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| at + i + 4)
+        .expect("message end");
+    bytes.split_at(end)
+}
+
+#[test]
+fn snapshot_mid_call() {
+    let bytes = fixture("asterisk16-calls.bin");
+    let (head, _) = cut_after(&bytes, b"Event: Hold\r\n");
+    let (pbx, _) = run(head, 0);
+    assert_eq!(pbx.calls(), 1);
+    assert_eq!(pbx.channels(), 4);
+    let mut out = Pubs::new();
+    pbx.snapshot(TOPIC_CALLS, false, &mut out);
+    assert_eq!(out.len(), 1);
+    let v = json(&out[0].1);
+    assert_eq!(v["kind"], "snapshot");
+    assert_eq!(v["connected"], true);
+    let calls = v["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["linkedid"], "1795248409.70");
+    assert_eq!(calls[0]["state"], "answered");
+    assert_eq!(calls[0]["held"], true);
+    assert_eq!(calls[0]["channels"].as_array().map(Vec::len), Some(4));
+    assert!(calls[0]["answered_ms"].as_u64().is_some());
+
+    // Exact names.
+    let mut out = Pubs::new();
+    pbx.snapshot("ami.call.1795248409.70", false, &mut out);
+    pbx.snapshot("ami.call.nope", false, &mut out);
+    pbx.snapshot("ami.queue.support", false, &mut out);
+    pbx.snapshot("ami.queue.nope", false, &mut out);
+    pbx.snapshot("ami.endpoint.Local/200@lab", false, &mut out);
+    pbx.snapshot("ami.endpoint.nope", false, &mut out);
+    pbx.snapshot("other.topic", false, &mut out);
+    pbx.snapshot("ami.unknown", false, &mut out);
+    let topics: Vec<&str> = out.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "ami.call.1795248409.70",
+            "ami.call.nope",
+            "ami.queue.support",
+            "ami.queue.nope",
+            "ami.endpoint.Local/200@lab",
+            "ami.endpoint.nope"
+        ]
+    );
+    let v: Vec<Value> = out.iter().map(|(_, d)| json(d)).collect();
+    assert_eq!(v[0]["call"]["state"], "answered");
+    assert_eq!(v[1]["call"], Value::Null);
+    assert_eq!(v[2]["queue"]["name"], "support");
+    assert_eq!(v[3]["queue"], Value::Null);
+    assert_eq!(v[4]["endpoint"]["state"], "INUSE");
+    assert_eq!(
+        v[4]["endpoint"]["channels"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(v[5]["endpoint"], Value::Null);
+
+    // Subtrees.
+    let mut out = Pubs::new();
+    pbx.snapshot("ami", true, &mut out);
+    let topics: Vec<&str> = out.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        &topics[..3],
+        ["ami.events", "ami.calls", "ami.call.1795248409.70"]
+    );
+    assert!(topics.contains(&"ami.queue.support"));
+    assert!(topics.contains(&"ami.endpoint.Local/200@lab"));
+    let events = json(&out[0].1);
+    assert_eq!(events["pbx"]["channels"].as_array().map(Vec::len), Some(4));
+    assert_eq!(events["pbx"]["channels"][0]["state"], "Up");
+    assert_eq!(events["pbx"]["channels"][0]["state_code"], 6);
+    assert_eq!(events["pbx"]["calls"].as_array().map(Vec::len), Some(1));
+    assert!(events["pbx"]["queues"].as_array().is_some());
+    assert!(events["pbx"]["endpoints"].as_array().is_some());
+    for (t, d) in &out {
+        assert!(validate_topic(t).is_ok());
+        json(d);
+    }
+    let mut out = Pubs::new();
+    pbx.snapshot("ami.queue", true, &mut out);
+    assert!(out.iter().all(|(t, _)| t.starts_with("ami.queue.")));
+    assert!(!out.is_empty());
+    let mut out = Pubs::new();
+    pbx.snapshot("ami.call.1795248409", true, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "ami.call.1795248409.70");
+    let mut out = Pubs::new();
+    pbx.snapshot("ami.events", true, &mut out);
+    pbx.snapshot("other", true, &mut out);
+    pbx.snapshot("amix", true, &mut out);
+    assert!(out.is_empty());
+
+    // The gateway's view.
+    assert_eq!(
+        pbx.linkedid_of("Local/200@lab-00000024;1"),
+        Some("1795248409.70")
+    );
+    assert_eq!(pbx.linkedid_of("nope"), None);
+    let mut chans = pbx.channels_of_call("1795248409.70");
+    chans.sort_unstable();
+    assert_eq!(chans.len(), 4);
+    assert!(pbx.channels_of_call("nope").is_empty());
+    assert!(pbx.has_queue("support"));
+    assert!(!pbx.has_queue("sales"));
+}
+
+/// Parses messages written as text (`\n` line ends) and applies them.
+fn apply_text(pbx: &mut Pbx, text: &str, now: u64, out: &mut Pubs) {
+    let bytes = text.replace('\n', "\r\n");
+    let mut f = Feeder::new(true);
+    f.clock = now;
+    f.feed(pbx, bytes.as_bytes(), 0, out);
+}
+
+fn core_show_channel(name: &str, uid: &str, linkedid: &str, state: u8, bridge: &str) -> String {
+    format!(
+        "Event: CoreShowChannel\nActionID: sb-s-2\nChannel: {name}\nChannelState: {state}\n\
+         ChannelStateDesc: x\nCallerIDNum: 101\nCallerIDName: Bob\nConnectedLineNum: 102\n\
+         ConnectedLineName: Eve\nLanguage: en\nAccountCode: \nContext: from-internal\nExten: 102\n\
+         Priority: 1\nUniqueid: {uid}\nLinkedid: {linkedid}\nApplication: Dial\n\
+         ApplicationData: \nDuration: 00:01:05\nBridgeId: {bridge}\n\n"
+    )
+}
+
+#[test]
+fn resync_drops_lost_calls_and_announces_new_ones() {
+    let bytes = fixture("asterisk16-calls.bin");
+    let (head, _) = cut_after(&bytes, b"Event: Hold\r\n");
+    let (mut pbx, _) = run(head, 0);
+    assert_eq!(pbx.calls(), 1);
+    let mut out = Pubs::new();
+    pbx.set_connected(false, &mut out);
+    pbx.set_connected(false, &mut out);
+    pbx.set_connected(true, &mut out);
+    assert_eq!(out.len(), 4);
+    assert_eq!(
+        json(&out[0].1),
+        serde_json::json!({"kind":"link","connected":false})
+    );
+    pbx.resync_begin();
+    let now = 5_000_000;
+    let mut items = String::new();
+    items += &core_show_channel("PJSIP/101-00000001", "9000.1", "9000.1", 6, "br-1");
+    items += &core_show_channel("PJSIP/102-00000002", "9000.2", "9000.1", 6, "br-1");
+    items += &core_show_channel("PJSIP/103-00000003", "9000.3", "9000.3", 5, "");
+    items += "Event: QueueParams\nActionID: sb-s-3\nQueue: support\nMax: 0\nCalls: 1\n\n";
+    items += "Event: QueueMember\nActionID: sb-s-3\nQueue: support\nName: Agent One\n\
+              Location: Local/agent1@agents/n\nStateInterface: Local/agent1@agents\n\
+              Membership: static\nPenalty: 0\nCallsTaken: 3\nInCall: 0\nStatus: 1\nPaused: 1\n\
+              PausedReason: lunch\n\n";
+    items += "Event: QueueEntry\nActionID: sb-s-3\nQueue: support\nPosition: 1\n\
+              Channel: PJSIP/103-00000003\nUniqueid: 9000.3\nCallerIDNum: 103\nCallerIDName: Ann\n\
+              ConnectedLineNum: \nConnectedLineName: \nWait: 12\nPriority: 0\n\n";
+    items += "Event: QueueStatusComplete\nActionID: sb-s-3\nEventList: Complete\nListItems: 3\n\n";
+    items +=
+        "Event: CoreShowChannelsComplete\nActionID: sb-s-2\nEventList: Complete\nListItems: 3\n\n";
+    apply_text(&mut pbx, &items, now, &mut out);
+    // List items are not published as events, and nothing is announced yet.
+    assert!(
+        !out.iter()
+            .skip(4)
+            .any(|(t, _)| t == TOPIC_EVENTS || t == TOPIC_CALLS)
+    );
+    pbx.resync_end(now + 100, &mut out);
+    for (t, d) in &out {
+        assert!(validate_topic(t).is_ok());
+        json(d);
+    }
+    let calls = check_tail(&out);
+    let lost = &calls["1795248409.70"];
+    let e = ended(lost);
+    assert_eq!(e["reason"], "lost");
+    assert_eq!(e["cause"], Value::Null);
+    assert_eq!(e["answered"], true);
+    let new = &calls["9000.1"];
+    assert_eq!(kinds(new), ["started", "answered"]);
+    assert_eq!(new[0]["call"]["started_ms"], now - 65_000);
+    assert_eq!(new[0]["call"]["from"]["num"], "101");
+    let ringing = &calls["9000.3"];
+    assert_eq!(kinds(ringing), ["started", "ringing"]);
+    assert_eq!(ringing[0]["call"]["queue"], "support");
+    assert_eq!(pbx.channels(), 3);
+    assert_eq!(pbx.calls(), 2);
+    let q = out
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "ami.queue.support")
+        .map(|(_, d)| json(d))
+        .expect("queue update");
+    assert_eq!(q["event"], RESYNC_EVENT);
+    let members = q["queue"]["members"].as_array().expect("members");
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["paused"], true);
+    assert_eq!(members[0]["paused_reason"], "lunch");
+    assert_eq!(members[0]["calls_taken"], 3);
+    let callers = q["queue"]["callers"].as_array().expect("callers");
+    assert_eq!(callers.len(), 1);
+    assert_eq!(callers[0]["caller"]["name"], "Ann");
+    assert_eq!(callers[0]["joined_ms"], now + 5 * TICK - 12_000);
+    // Endpoints of lost channels are updated.
+    assert!(out.iter().any(|(t, d)| t == "ami.endpoint.Local/200@lab"
+        && json(d)["endpoint"]["channels"] == serde_json::json!([])));
+    // A second resync with nothing listed ends everything, once.
+    let mut out = Pubs::new();
+    pbx.resync_begin();
+    pbx.resync_end(now + 200, &mut out);
+    let calls = check_tail(&out);
+    assert_eq!(calls.len(), 2);
+    assert!(calls.values().all(|m| kinds(m) == ["ended"]));
+    assert_eq!(pbx.channels(), 0);
+    assert_eq!(pbx.calls(), 0);
+}
+
+/// Lifecycles of a publication list that starts mid-stream (no `started` check).
+fn check_tail(pubs: &Pubs) -> Lifecycles {
+    let mut calls: Lifecycles = HashMap::new();
+    for (topic, data) in pubs {
+        let v = json(data);
+        if topic == TOPIC_CALLS && v["kind"] != "link" {
+            calls
+                .entry(v["linkedid"].as_str().unwrap_or_default().to_owned())
+                .or_default()
+                .push(v);
+        }
+    }
+    calls
+}
+
+const SIP_CALL: &str = "\
+Event: Newchannel
+Privilege: call,all
+Channel: PJSIP/101-00000001
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: 101
+CallerIDName: Bob
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: from-internal
+Exten: 102
+Priority: 1
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+
+Event: Newchannel
+Privilege: call,all
+Channel: PJSIP/102-00000002
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: 102
+CallerIDName: Eve
+ConnectedLineNum: 101
+ConnectedLineName: Bob
+Language: en
+AccountCode: 
+Context: from-internal
+Exten: 102
+Priority: 1
+Uniqueid: 1700000000.2
+Linkedid: 1700000000.1
+
+Event: DialBegin
+Privilege: call,all
+Channel: PJSIP/101-00000001
+ChannelState: 4
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+DestChannel: PJSIP/102-00000002
+DestChannelState: 0
+DestCallerIDNum: 102
+DestCallerIDName: Eve
+DestUniqueid: 1700000000.2
+DestLinkedid: 1700000000.1
+DialString: 102
+
+Event: Newstate
+Privilege: call,all
+Channel: PJSIP/102-00000002
+ChannelState: 5
+ChannelStateDesc: Ringing
+Uniqueid: 1700000000.2
+Linkedid: 1700000000.1
+
+Event: DeviceStateChange
+Privilege: call,all
+Device: PJSIP/102
+State: RINGING
+
+Event: DialEnd
+Privilege: call,all
+Channel: PJSIP/101-00000001
+ChannelState: 4
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+DestChannel: PJSIP/102-00000002
+DestChannelState: 6
+DestUniqueid: 1700000000.2
+DestLinkedid: 1700000000.1
+DialStatus: ANSWER
+
+Event: BridgeCreate
+Privilege: call,all
+BridgeUniqueid: b1
+
+Event: BridgeEnter
+Privilege: call,all
+BridgeUniqueid: b1
+Channel: PJSIP/102-00000002
+ChannelState: 6
+Uniqueid: 1700000000.2
+Linkedid: 1700000000.1
+
+Event: BridgeEnter
+Privilege: call,all
+BridgeUniqueid: b1
+Channel: PJSIP/101-00000001
+ChannelState: 6
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+
+Event: VarSet
+Privilege: dialplan,all
+Channel: PJSIP/101-00000001
+ChannelState: 6
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+Variable: X
+Value: 1
+
+Event: Newexten
+Privilege: dialplan,all
+Channel: PJSIP/101-00000001
+ChannelState: 6
+Context: from-internal
+Exten: h
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+
+Event: BridgeLeave
+Privilege: call,all
+BridgeUniqueid: b1
+Channel: PJSIP/102-00000002
+ChannelState: 6
+Uniqueid: 1700000000.2
+Linkedid: 1700000000.1
+
+Event: Hangup
+Privilege: call,all
+Channel: PJSIP/102-00000002
+ChannelState: 6
+Uniqueid: 1700000000.2
+Linkedid: 1700000000.1
+Cause: 16
+Cause-txt: Normal Clearing
+
+Event: NewConnectedLine
+Privilege: call,all
+Channel: PJSIP/102-00000002
+ChannelState: 6
+Uniqueid: 1700000000.2
+Linkedid: 1700000000.1
+
+Event: BridgeLeave
+Privilege: call,all
+BridgeUniqueid: b1
+Channel: PJSIP/101-00000001
+ChannelState: 6
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+
+Event: Hangup
+Privilege: call,all
+Channel: PJSIP/101-00000001
+ChannelState: 6
+Uniqueid: 1700000000.1
+Linkedid: 1700000000.1
+Cause: 16
+Cause-txt: Normal Clearing
+
+Event: BridgeDestroy
+Privilege: call,all
+BridgeUniqueid: b1
+
+";
+
+#[test]
+fn sip_call_exact_messages() {
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut out = Pubs::new();
+    apply_text(&mut pbx, SIP_CALL, 100, &mut out);
+    assert_eq!(pbx.channels(), 0);
+    assert_eq!(pbx.calls(), 0);
+    assert_eq!(pbx.bridges(), 0);
+    let calls: Vec<String> = out
+        .iter()
+        .filter(|(t, _)| t == TOPIC_CALLS)
+        .map(|(_, d)| String::from_utf8(d.clone()).expect("utf-8"))
+        .collect();
+    let call = |state: &str, to: &str, channels: &str, answered: &str| {
+        format!(
+            r#"{{"linkedid":"1700000000.1","state":"{state}","from":{{"num":"101","name":"Bob","endpoint":"PJSIP/101"}},"to":{to},"channels":[{channels}],"queue":null,"held":false,"recording":false,"started_ms":100,"answered_ms":{answered}}}"#
+        )
+    };
+    let eve = r#"{"num":"102","name":"Eve","endpoint":"PJSIP/102"}"#;
+    let both = r#""1700000000.1","1700000000.2""#;
+    assert_eq!(
+        calls,
+        [
+            format!(
+                r#"{{"kind":"started","linkedid":"1700000000.1","at_ms":100,"call":{}}}"#,
+                call("started", "null", r#""1700000000.1""#, "null")
+            ),
+            format!(
+                r#"{{"kind":"ringing","linkedid":"1700000000.1","at_ms":130,"call":{}}}"#,
+                call("ringing", eve, both, "null")
+            ),
+            format!(
+                r#"{{"kind":"answered","linkedid":"1700000000.1","at_ms":150,"call":{},"ring_ms":20}}"#,
+                call("answered", eve, both, "150")
+            ),
+            format!(
+                r#"{{"kind":"ended","linkedid":"1700000000.1","at_ms":250,"call":{},"cause":16,"cause_txt":"Normal Clearing","answered":true,"duration_ms":150,"talk_ms":100}}"#,
+                call("answered", eve, "", "150")
+            ),
+        ]
+    );
+    // Every event but the noise reached ami.events and the call's topic.
+    let events = out.iter().filter(|(t, _)| t == TOPIC_EVENTS).count();
+    let call_events = out
+        .iter()
+        .filter(|(t, _)| t == "ami.call.1700000000.1")
+        .count();
+    assert_eq!(events, 15);
+    // DeviceStateChange, BridgeCreate and BridgeDestroy name no channel of the call.
+    assert_eq!(call_events, 12);
+    let first = out
+        .iter()
+        .find(|(t, _)| t == "ami.call.1700000000.1")
+        .map(|(_, d)| String::from_utf8(d.clone()).expect("utf-8"));
+    assert_eq!(
+        first.as_deref(),
+        Some(
+            r#"{"kind":"event","event":{"Event":"Newchannel","Privilege":"call,all","Channel":"PJSIP/101-00000001","ChannelState":"4","ChannelStateDesc":"Ring","CallerIDNum":"101","CallerIDName":"Bob","ConnectedLineNum":"<unknown>","ConnectedLineName":"<unknown>","Language":"en","AccountCode":"","Context":"from-internal","Exten":"102","Priority":"1","Uniqueid":"1700000000.1","Linkedid":"1700000000.1"}}"#
+        )
+    );
+    // Endpoint updates: channels come and go, the device state is reported.
+    let updates: Vec<Value> = out
+        .iter()
+        .filter(|(t, _)| t == "ami.endpoint.PJSIP/102")
+        .map(|(_, d)| json(d))
+        .collect();
+    assert_eq!(updates[0]["kind"], "update");
+    assert_eq!(updates[0]["event"], "Newchannel");
+    assert_eq!(
+        updates[0]["endpoint"],
+        serde_json::json!({"name":"PJSIP/102","state":"UNKNOWN","channels":["PJSIP/102-00000002"]})
+    );
+    assert_eq!(updates[1]["event"], "DeviceStateChange");
+    assert_eq!(updates[1]["endpoint"]["state"], "RINGING");
+    assert_eq!(
+        updates.last().map(|u| &u["endpoint"]["channels"]),
+        Some(&serde_json::json!([]))
+    );
+    // The endpoint without device state is forgotten when its channel goes.
+    let mut snap = Pubs::new();
+    pbx.snapshot("ami.endpoint.PJSIP/101", false, &mut snap);
+    assert_eq!(json(&snap[0].1)["endpoint"], Value::Null);
+    pbx.snapshot("ami.endpoint.PJSIP/102", false, &mut snap);
+    assert_eq!(json(&snap[1].1)["endpoint"]["state"], "RINGING");
+    // The late NewConnectedLine did not bring the hung-up channel back.
+    assert_eq!(pbx.endpoints(), 1);
+}
+
+#[test]
+fn odd_input_never_panics_or_breaks_invariants() {
+    let mut pbx = Pbx::new(EventFilter::new(&[]));
+    let mut out = Pubs::new();
+    let garbage = "\
+Event: Hangup
+
+Event: Newchannel
+Uniqueid: 1.1
+
+Event: Newstate
+ChannelState: 5
+Uniqueid: nope
+
+Event: BridgeEnter
+BridgeUniqueid: b
+Uniqueid: 1.1
+ChannelState: 6
+
+Event: BridgeMerge
+ToBridgeUniqueid: a
+FromBridgeUniqueid: a
+
+Event: BridgeMerge
+ToBridgeUniqueid: x
+FromBridgeUniqueid: y
+
+Event: QueueCallerLeave
+Queue: q
+
+Event: QueueMemberRemoved
+Queue: q
+
+Event: QueueCallerJoin
+Queue: q
+Position: nan
+
+Event: DeviceStateChange
+Device: 
+
+Event: Rename
+Newname: z
+
+Event: AttendedTransfer
+Result: Success
+DestType: Bridge
+
+Event: BlindTransfer
+Result: Fail
+
+Event: Hold
+
+Event: MixMonitorStart
+Channel: ghost
+
+Event: Newchannel
+Channel: SIP/a-1
+ChannelState: 99999999999999999999999
+Uniqueid: 2.1
+Linkedid: 
+
+Event: Newchannel
+Channel: SIP/a-1
+ChannelState: 4
+Uniqueid: 2.1
+Linkedid: 2.1
+
+Event: Rename
+Channel: SIP/a-1
+Newname: SIP/b-1
+Uniqueid: 2.1
+
+Event: Newchannel
+Channel: Local/x@y-1;1
+ChannelState: 6
+Uniqueid: 2.2
+Linkedid: 2.1
+
+Event: Newstate
+Channel: SIP/b-1
+ChannelState: 6
+Uniqueid: 2.1
+Linkedid: 3.1
+
+Event: Hangup
+Channel: SIP/b-1
+ChannelState: 6
+Uniqueid: 2.1
+Linkedid: 3.1
+Cause: x
+
+Event: Hangup
+Channel: SIP/b-1
+ChannelState: 6
+Uniqueid: 2.1
+Linkedid: 3.1
+
+Event: Newstate
+Channel: SIP/b-1
+ChannelState: 5
+Uniqueid: 2.1
+Linkedid: 3.1
+
+Event: Hangup
+Channel: Local/x@y-1;1
+ChannelState: 6
+Uniqueid: 2.2
+Linkedid: 2.1
+
+Event: UnknownThing
+Privilege: call,all
+Linkedid: 2.1
+Foo: bar
+
+Event: QueueMemberStatus
+Queue: q
+Interface: Local/a
+Status: 77777777777
+
+Event: QueueCallerJoin
+Queue: q
+Channel: SIP/c-1
+ChannelState: 6
+Uniqueid: 4.1
+Linkedid: 4.1
+Position: 1
+
+Event: AgentConnect
+Queue: q
+Channel: SIP/c-1
+ChannelState: 6
+Uniqueid: 4.1
+Linkedid: 4.1
+DestUniqueid: ghost
+Interface: Local/a
+
+Event: Hangup
+Channel: SIP/c-1
+ChannelState: 6
+Uniqueid: 4.1
+Linkedid: 4.1
+Cause: 17
+Cause-txt: User busy
+
+";
+    apply_text(&mut pbx, garbage, 10, &mut out);
+    apply_text(&mut pbx, garbage, 1000, &mut out);
+    let calls = check(&out);
+    assert_all_ended(&calls);
+    assert_eq!(pbx.channels(), 0);
+    assert_eq!(pbx.calls(), 0);
+    // Channel 2.1 moved to call 3.1 (its Linkedid changed); each call ended once,
+    // without a cause (none was given).
+    assert_eq!(ended(&calls["3.1"])["cause"], Value::Null);
+    assert_eq!(ended(&calls["2.1"])["cause"], Value::Null);
+    assert!(ended(&calls["2.1"]).get("reason").is_none());
+    assert_eq!(ended(&calls["4.1"])["cause"], 17);
+    assert_eq!(ended(&calls["4.1"])["cause_txt"], "User busy");
+    assert_eq!(ended(&calls["4.1"])["answered"], true);
+    assert!(pbx.has_queue("q"));
+    let mut snap = Pubs::new();
+    pbx.snapshot("ami.queue.q", false, &mut snap);
+    let q = json(&snap[0].1);
+    assert_eq!(q["queue"]["callers"], serde_json::json!([]));
+    assert_eq!(q["queue"]["members"][0]["in_call"], true);
+    assert_eq!(q["queue"]["members"][0]["status_text"], "UNKNOWN");
+}
+
+#[test]
+fn pbx_is_send() {
+    fn send<T: Send>() {}
+    send::<Pbx>();
+}
+
+/// Throughput of parse + route over the captures; run with
+/// `cargo test --release -p switchboard --lib throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    for name in [
+        "asterisk16-calls.bin",
+        "asterisk22-local.txt",
+        "asterisk22-sip-systemname.txt",
+    ] {
+        let bytes = fixture(name);
+        struct Count(usize);
+        impl Sink for Count {
+            fn publish(&mut self, _: &str, data: &[u8]) {
+                self.0 += data.len();
+            }
+        }
+        let rounds = 5;
+        let mut events = 0usize;
+        let start = std::time::Instant::now();
+        let mut sink = Count(0);
+        for _ in 0..rounds {
+            let mut pbx = Pbx::new(EventFilter::default());
+            let mut parser = Parser::client();
+            let mut pos = 0;
+            let mut now = 0;
+            while let Ok((n, item)) = parser.parse(&bytes[pos..]) {
+                if n == 0 && item.is_none() {
+                    break;
+                }
+                pos += n;
+                if let Some(Item::Message(m)) = item {
+                    now += 1;
+                    pbx.on_event(&m, now, &mut sink);
+                    events += 1;
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let start = std::time::Instant::now();
+        let mut fields = 0usize;
+        for _ in 0..rounds {
+            let mut parser = Parser::client();
+            let mut pos = 0;
+            while let Ok((n, item)) = parser.parse(&bytes[pos..]) {
+                if n == 0 && item.is_none() {
+                    break;
+                }
+                pos += n;
+                if let Some(Item::Message(m)) = item {
+                    fields += m.len();
+                }
+            }
+        }
+        println!(
+            "{name}: parse only: {:.0} messages/s ({fields} fields)",
+            events as f64 / start.elapsed().as_secs_f64()
+        );
+        println!(
+            "{name}: {events} messages in {secs:.3} s: {:.0} messages/s ({} bytes out)",
+            events as f64 / secs,
+            sink.0
+        );
+    }
+}
+
+/// Where the time of `on_event` goes, over pre-parsed messages; run with
+/// `cargo test --release -p switchboard --lib components -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn components() {
+    use switchboard_proto::ami::OwnedMessage;
+    let bytes = fixture("asterisk22-local.txt");
+    let mut parser = Parser::client();
+    let mut pos = 0;
+    let mut msgs: Vec<OwnedMessage> = Vec::new();
+    while let Ok((n, item)) = parser.parse(&bytes[pos..]) {
+        if n == 0 && item.is_none() {
+            break;
+        }
+        pos += n;
+        if let Some(Item::Message(m)) = item {
+            msgs.push(m.into_owned());
+        }
+    }
+    struct Count(usize);
+    impl Sink for Count {
+        fn publish(&mut self, _: &str, data: &[u8]) {
+            self.0 += data.len();
+        }
+    }
+    let rounds = 10;
+    let per = |label: &str, f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            f();
+        }
+        let ns = start.elapsed().as_nanos() as f64 / (rounds * msgs.len()) as f64;
+        println!("{label}: {ns:.0} ns/message");
+    };
+    let mut sink = Count(0);
+    per("on_event", &mut || {
+        let mut pbx = Pbx::new(EventFilter::default());
+        for (i, m) in msgs.iter().enumerate() {
+            pbx.on_event(&m.message(), i as u64, &mut sink);
+        }
+    });
+    let mut out = Vec::new();
+    per("write_event_json (all)", &mut || {
+        for m in &msgs {
+            out.clear();
+            super::super::json::write_event_json(&mut out, &m.message());
+        }
+    });
+    let mut k = 0;
+    per("Block::read", &mut || {
+        for m in &msgs {
+            k += Block::read(&m.message(), b"").ref_count;
+        }
+    });
+    let mut k2 = 0;
+    per("fields iteration", &mut || {
+        for m in &msgs {
+            k2 += m.message().fields().filter(|f| f.has_colon()).count();
+        }
+    });
+    println!("{k} {k2} {}", sink.0);
+}
