@@ -1,7 +1,9 @@
 //! The AMI ingest throughput on one core: a real Asterisk capture, held in memory and
 //! played `--passes` times, is parsed (the streaming codec), applied to the PBX state
-//! model, mapped to topics and encoded as the router encodes every publish (one
-//! envelope, framed for WebSocket and SSE). Prints events/s and publishes/s.
+//! model, mapped to topics and published as the AMI thread publishes (topic and data
+//! copied for the router's queue); with `--encode`, also encoded as the router encodes
+//! every publish (one envelope, framed for WebSocket and SSE), which the engine does on
+//! another core. Prints events/s and publishes/s.
 //!
 //!     cargo run --release -p switchboard --example ami_ingest -- \
 //!         proto/tests/fixtures/ami/asterisk22-local.txt --passes 50
@@ -11,6 +13,7 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use switchboard::ami::Sink;
 use switchboard::ami::json::EventFilter;
 use switchboard::ami::state::Pbx;
@@ -18,23 +21,54 @@ use switchboard::pubsub::router::encode;
 use switchboard_proto::ami::{Item, Parser};
 use switchboard_proto::position::Position;
 
-/// Encodes every publication as the router does, counting them and their bytes.
+/// Takes every publication as the AMI thread hands it to the router (the topic and a
+/// copy of the data, into a bounded queue here drained at once) and, with `--encode`,
+/// also encodes it as the router then does (on its own core in the engine).
 struct Encoder {
     publishes: u64,
     bytes: u64,
     gseq: u64,
+    encode: bool,
+    queue: Vec<(Box<str>, Bytes)>,
 }
 
 impl Sink for Encoder {
     fn publish(&mut self, topic: &str, data: &[u8]) {
-        self.gseq += 1;
-        let pos = Position {
-            epoch: 1,
-            gseq: self.gseq,
-        };
-        let msg = encode(topic, self.gseq, pos, data);
+        self.push(topic, Bytes::copy_from_slice(data));
+    }
+
+    fn republish(&mut self, topic: &str, data: &[u8]) {
+        match self.queue.last() {
+            Some((_, last)) if last == data => {
+                let shared = last.clone();
+                self.push(topic, shared);
+            }
+            _ => self.publish(topic, data),
+        }
+    }
+}
+
+impl Encoder {
+    fn push(&mut self, topic: &str, data: Bytes) {
         self.publishes += 1;
-        self.bytes += msg.ws_frame.len() as u64;
+        self.bytes += data.len() as u64;
+        if self.queue.len() == 1024 {
+            self.drain();
+        }
+        self.queue.push((topic.into(), data));
+    }
+
+    fn drain(&mut self) {
+        for (topic, data) in self.queue.drain(..) {
+            if self.encode {
+                self.gseq += 1;
+                let pos = Position {
+                    epoch: 1,
+                    gseq: self.gseq,
+                };
+                std::hint::black_box(encode(&topic, self.gseq, pos, &data));
+            }
+        }
     }
 }
 
@@ -43,6 +77,8 @@ fn main() {
     let mut path = None;
     let mut passes = 20u32;
     let mut read = 64 * 1024usize;
+    let mut encode = false;
+    let mut parse_only = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--passes" => {
@@ -57,10 +93,13 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--read BYTES")
             }
+            "--encode" => encode = true,
+            "--parse-only" => parse_only = true,
             _ => path = Some(a),
         }
     }
-    let path = path.expect("usage: ami_ingest CAPTURE [--passes N] [--read BYTES]");
+    let path = path
+        .expect("usage: ami_ingest CAPTURE [--passes N] [--read BYTES] [--encode | --parse-only]");
     let capture = std::fs::read(&path).expect("reading the capture");
     let stream = after_login(&capture);
 
@@ -69,6 +108,8 @@ fn main() {
         publishes: 0,
         bytes: 0,
         gseq: 0,
+        encode,
+        queue: Vec::with_capacity(1024),
     };
     let mut events = 0u64;
     let started = Instant::now();
@@ -77,6 +118,8 @@ fn main() {
         let mut buf: Vec<u8> = Vec::with_capacity(2 * read);
         for chunk in stream.chunks(read) {
             buf.extend_from_slice(chunk);
+            // As the engine's AMI thread: one batch per read.
+            pbx.begin_batch();
             let mut pos = 0;
             loop {
                 let (n, item) = parser.parse(&buf[pos..]).expect("the capture parses");
@@ -84,19 +127,32 @@ fn main() {
                 match item {
                     Some(Item::Message(m)) => {
                         events += 1;
+                        if parse_only {
+                            std::hint::black_box(m.len());
+                            continue;
+                        }
                         pbx.on_event(&m, 1_795_248_000_000 + events / 1000, &mut sink);
                     }
                     Some(_) => {}
                     None => break,
                 }
             }
+            pbx.end_batch(&mut sink);
             buf.drain(..pos);
         }
     }
+    sink.drain();
     let secs = started.elapsed().as_secs_f64();
+    let what = if parse_only {
+        "parsed"
+    } else if encode {
+        "parsed, applied, published and encoded"
+    } else {
+        "parsed, applied and published"
+    };
     println!(
-        "{path}: {passes} passes, {events} messages in {secs:.2} s: {:.0} events/s, \
-         {:.0} publishes/s ({:.1} per event), {:.0} MB/s of frames; state at the end: \
+        "{path}: {passes} passes, {events} messages {what} in {secs:.2} s: {:.0} events/s, \
+         {:.0} publishes/s ({:.2} per event), {:.0} MB/s of data; state at the end: \
          {} channels, {} calls",
         events as f64 / secs,
         sink.publishes as f64 / secs,

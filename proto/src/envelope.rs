@@ -5,6 +5,8 @@
 
 use std::borrow::Cow;
 
+use crate::swar::{load_word, word_at};
+
 /// Why a published body cannot be carried in an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
@@ -106,6 +108,37 @@ fn trim_json_whitespace(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// True if `bytes` holds a byte that [`write_json_string`] escapes or looks at twice
+/// (a control byte, a quote, a backslash, or `0xE2`, the first byte of U+2028 and
+/// U+2029); eight bytes at a time.
+pub fn needs_escape(bytes: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Exact for "is there one": a borrow only starts at a flagged byte.
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI != 0;
+    let flagged = |x: u64| {
+        let control = x.wrapping_sub(LO * 0x20) & !x & HI != 0;
+        control | zero(x ^ (LO * 0x22)) | zero(x ^ (LO * 0x5c)) | zero(x ^ (LO * 0xe2))
+    };
+    let n = bytes.len();
+    if n < 8 {
+        // Padded with a byte that needs nothing.
+        let pad = (LO * u64::from(b'a'))
+            .checked_shl(8 * n as u32)
+            .unwrap_or(0);
+        return flagged(load_word(bytes) | pad);
+    }
+    // Whole words, the last one overlapping the one before.
+    let mut at = 0;
+    while at + 8 < n {
+        if flagged(word_at(bytes, at)) {
+            return true;
+        }
+        at += 8;
+    }
+    flagged(word_at(bytes, n - 8))
+}
+
 /// Appends `s` as a JSON string literal, quotes included. Escapes `"`, `\`, every
 /// control character (`\b \t \n \f \r` by name, the rest as `\u00XX`), and U+2028 /
 /// U+2029 as `\u2028` / `\u2029` so the output is also safe inside JavaScript.
@@ -115,6 +148,11 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len().saturating_add(2));
     out.push(b'"');
+    if !needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut run_start = 0;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {

@@ -10,5 +10,6 @@ pub mod envelope;
 pub mod http1;
 pub mod position;
 pub mod sse;
+pub mod swar;
 pub mod topic;
 pub mod ws;

@@ -1,8 +1,9 @@
 //! The engine against a real Asterisk 16 (the private PBX of `switchboard_e2e::asterisk`:
 //! Local channels, a queue `support` with two Local agents): calls driven on the PBX
 //! reach browsers on `ami.calls` and `ami.queue.support` in order, a page that
-//! subscribes mid-call gets the call in its snapshot, the action gateway originates and
-//! hangs up real calls for a token that owns the endpoint, and a PBX restart is
+//! subscribes mid-call gets the call in its snapshot, the action gateway originates,
+//! transfers and hangs up real calls for a token that owns the endpoint (and nothing
+//! else), and a PBX restart is
 //! followed by a reconnect and a resynchronised state.
 //!
 //! Without Asterisk installed these tests print a note and pass, unless `CI` is set:
@@ -165,13 +166,13 @@ fn real_calls_reach_browsers_in_order_and_a_late_page_starts_from_the_snapshot()
 }
 
 #[test]
-fn the_gateway_originates_and_hangs_up_real_calls_for_the_owner_only() {
+fn the_gateway_originates_transfers_and_hangs_up_real_calls_for_the_owner_only() {
     let Some((pbx, server)) = setup(&["--auth", "required", "--jwt-secret", JWT_SECRET]) else {
         return;
     };
     let own = format!("Local/201@{CONTEXT}");
     let token = action_token(json!({
-        "actions": ["Originate", "Hangup", "QueueStatus"],
+        "actions": ["Originate", "Hangup", "Redirect", "QueueStatus"],
         "endpoints": [own],
         "queues": [QUEUE],
     }));
@@ -212,7 +213,20 @@ fn the_gateway_originates_and_hangs_up_real_calls_for_the_owner_only() {
         (json!(false), json!("forbidden"))
     );
 
-    // The user's own: hung up.
+    // The user's own: transferred (blind) to 205, which answers and hangs up.
+    let r = act(
+        &mut ws,
+        json!({"op":"action","action":"Redirect","ref":"t1","channel":channel,"exten":"205"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+
+    // A second click-to-call, hung up by the user.
+    let r = act(
+        &mut ws,
+        json!({"op":"action","action":"Originate","ref":"o2","endpoint":own,"number":"200"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let channel = r["event"]["Channel"].as_str().unwrap().to_string();
     let r = act(
         &mut ws,
         json!({"op":"action","action":"Hangup","ref":"h1","channel":channel}),
@@ -234,7 +248,7 @@ fn the_gateway_originates_and_hangs_up_real_calls_for_the_owner_only() {
     // Nothing else reaches the PBX.
     let r = act(
         &mut ws,
-        json!({"op":"action","action":"Originate","ref":"o2","endpoint":own,"number":"200","application":"System","data":"touch /tmp/pwned"}),
+        json!({"op":"action","action":"Originate","ref":"o3","endpoint":own,"number":"200","application":"System","data":"touch /tmp/pwned"}),
     );
     assert_eq!(r["ok"], false, "{r}");
     pbx.cli("channel request hangup all");

@@ -1,4 +1,4 @@
-//! AMI events as JSON (the EVENT object of the contract) and the event filter that
+//! AMI events as JSON (the EVENT object of PROTOCOL.md "PBX topics") and the event filter that
 //! decides what reaches the `ami.*` topics.
 //!
 //! [`write_event_json`] writes a message's fields as one object: keys verbatim in
@@ -10,7 +10,8 @@
 //! `system` class.
 
 use switchboard_proto::ami::{Message, decode_text};
-use switchboard_proto::envelope::write_json_string;
+use switchboard_proto::envelope::{needs_escape, write_json_string};
+use switchboard_proto::swar::load_word;
 
 /// Event names dropped by [`EventFilter::default`]: chatty and useless to a browser.
 pub const DEFAULT_NOISE: [&str; 6] = [
@@ -80,9 +81,12 @@ pub fn write_event_json(out: &mut Vec<u8>, msg: &Message<'_>) {
 
 /// [`write_event_json`] with the headers of `msg` already read into `list`.
 pub fn write_event_json_from(out: &mut Vec<u8>, msg: &Message<'_>, list: &FieldList<'_>) {
-    // When the whole message is UTF-8, so is every key and value (they are cut at
-    // ASCII bytes), and a string with nothing to escape is copied as it is.
-    let utf8 = std::str::from_utf8(msg.raw()).is_ok();
+    // When the whole message is plain ASCII, every key and value is copied as it is;
+    // else when it is UTF-8, so is every key and value (they are cut at ASCII bytes),
+    // and a string with nothing to escape is copied as it is.
+    let plain = plain_text(msg.raw());
+    let utf8 = plain || std::str::from_utf8(msg.raw()).is_ok();
+    let put = if plain { put_plain } else { put };
     if !list.is_complete() {
         return write_any(out, msg, utf8);
     }
@@ -209,41 +213,45 @@ fn put(out: &mut Vec<u8>, bytes: &[u8], utf8: bool) {
     }
 }
 
-/// True if `bytes` holds a control byte, a quote, a backslash or `0xE2`; eight
-/// bytes at a time.
-fn needs_escape(bytes: &[u8]) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // Exact for "is there one": a borrow only starts at a flagged byte.
-    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI != 0;
-    let flagged = |x: u64| {
-        let control = x.wrapping_sub(LO * 0x20) & !x & HI != 0;
-        control | zero(x ^ (LO * 0x22)) | zero(x ^ (LO * 0x5c)) | zero(x ^ (LO * 0xe2))
-    };
-    let n = bytes.len();
-    if n < 8 {
-        // Padded with a byte that needs nothing.
-        let pad = (LO * u64::from(b'a'))
-            .checked_shl(8 * n as u32)
-            .unwrap_or(0);
-        return flagged(load_word(bytes) | pad);
-    }
-    // Whole words, the last one overlapping the one before.
-    let mut at = 0;
-    while at + 8 < n {
-        if flagged(word_at(bytes, at)) {
-            return true;
-        }
-        at += 8;
-    }
-    flagged(word_at(bytes, n - 8))
+/// A string known to need no escaping, quoted.
+fn put_plain(out: &mut Vec<u8>, bytes: &[u8], _utf8: bool) {
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
 }
 
-/// The eight bytes of `b` from `at` (0 past the end).
-pub(crate) fn word_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..)
-        .and_then(<[u8]>::first_chunk::<8>)
-        .map_or(0, |w| u64::from_le_bytes(*w))
+/// True if every byte of `bytes` is printable ASCII other than `"` and `\`, or a
+/// line break (CR, LF): a message whose keys and values all go into JSON strings
+/// unchanged. Eight bytes at a time, each byte tested exactly (no borrow crosses a
+/// byte: every lane stays below 0x100).
+fn plain_text(bytes: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // High bit of each lane set where the lane (below 0x80) equals `c`.
+    let eq = |x: u64, c: u8| !((x ^ (LO * u64::from(c))) + LOW7) & HI;
+    let plain = |x: u64| {
+        if x & HI != 0 {
+            return false;
+        }
+        let control = !(x + LO * (0x80 - 0x20)) & HI;
+        let bad = (control & !eq(x, b'\r') & !eq(x, b'\n')) | eq(x, b'"') | eq(x, b'\\');
+        bad == 0
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        if !plain(u64::from_le_bytes(w)) {
+            return false;
+        }
+    }
+    let rest = chunks.remainder();
+    // Padded with a byte that is plain.
+    let pad = (LO * u64::from(b'a'))
+        .checked_shl(8 * rest.len() as u32)
+        .unwrap_or(0);
+    plain(load_word(rest) | pad)
 }
 
 fn separator(out: &mut Vec<u8>, first: &mut bool) {
@@ -251,17 +259,6 @@ fn separator(out: &mut Vec<u8>, first: &mut bool) {
         out.push(b',');
     }
     *first = false;
-}
-
-/// The first (up to) eight bytes of `b` as a little-endian word, zero-padded;
-/// without a call to `memcpy` for short slices.
-pub(crate) fn load_word(b: &[u8]) -> u64 {
-    if let Some(w) = b.first_chunk::<8>() {
-        return u64::from_le_bytes(*w);
-    }
-    b.iter()
-        .enumerate()
-        .fold(0, |w, (i, &x)| w | (u64::from(x) << (8 * i)))
 }
 
 /// A signature of a header's key (from its length and its first and last eight
@@ -352,6 +349,28 @@ mod tests {
             write_event_json(&mut out, m);
             String::from_utf8(out).expect("utf-8")
         })
+    }
+
+    #[test]
+    fn plain_text_is_exact_per_byte() {
+        assert!(plain_text(b""));
+        assert!(plain_text(
+            b"Event: Newchannel\r\nChannel: PJSIP/101-0000002a\r\n\r\n"
+        ));
+        // Every byte value, at every position of a word and in the tail.
+        for len in [1usize, 7, 8, 9, 16, 23] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'x'; len];
+                    v[at] = b;
+                    let want = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+                        || b == b'\r'
+                        || b == b'\n'
+                        || b == 0x7f;
+                    assert_eq!(plain_text(&v), want, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
     }
 
     #[test]

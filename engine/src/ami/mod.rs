@@ -47,6 +47,13 @@ pub type Millis = u64;
 /// Where the pure parts put what they publish: a topic and its JSON `data` value.
 pub trait Sink {
     fn publish(&mut self, topic: &str, data: &[u8]);
+
+    /// Publishes to `topic` the `data` the previous [`publish`](Self::publish) was
+    /// given (an event goes to `ami.events` and to its calls): a sink that copies the
+    /// data may share that copy.
+    fn republish(&mut self, topic: &str, data: &[u8]) {
+        self.publish(topic, data);
+    }
 }
 
 /// A sink that keeps everything, for tests and snapshots.

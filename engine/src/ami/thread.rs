@@ -105,6 +105,8 @@ struct Core {
     /// Bytes to write to the PBX, and whether a send is in flight.
     out: Vec<u8>,
     sending: bool,
+    /// The data of the last publish (see [`Sink::republish`]).
+    last_published: Bytes,
 }
 
 /// Publishes into the router's queue; when it is full, rings the router and waits
@@ -115,6 +117,8 @@ struct RouterSink<'a> {
     bell: &'a Doorbell,
     dirty: &'a mut bool,
     status: &'a AmiStatus,
+    /// The data of the last publish, shared by a `republish` of it.
+    last: &'a mut Bytes,
 }
 
 impl RouterSink<'_> {
@@ -138,10 +142,27 @@ impl RouterSink<'_> {
 
 impl Sink for RouterSink<'_> {
     fn publish(&mut self, topic: &str, data: &[u8]) {
+        let data = Bytes::copy_from_slice(data);
+        *self.last = data.clone();
+        self.send(topic, data);
+    }
+
+    fn republish(&mut self, topic: &str, data: &[u8]) {
+        if *self.last == data {
+            let data = self.last.clone();
+            self.send(topic, data);
+        } else {
+            self.publish(topic, data);
+        }
+    }
+}
+
+impl RouterSink<'_> {
+    fn send(&mut self, topic: &str, data: Bytes) {
         self.status.published.fetch_add(1, Relaxed);
         self.push(FromAmi::Publish {
             topic: topic.into(),
-            data: Bytes::copy_from_slice(data),
+            data,
         });
     }
 }
@@ -154,6 +175,7 @@ macro_rules! sink {
             bell: &$core.router_bell,
             dirty: &mut $core.router_dirty,
             status: &$core.status,
+            last: &mut $core.last_published,
         }
     };
 }
@@ -181,6 +203,7 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
         generation: 0,
         out: Vec::new(),
         sending: false,
+        last_published: Bytes::new(),
     };
     let mut parser = Parser::client();
     let mut input: Vec<u8> = Vec::new();
@@ -199,6 +222,9 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
         bell.disarm();
         completions.clear();
         core.ring.reap(&mut completions);
+        // Everything read in one turn is one batch for the state model: a queue or
+        // endpoint it changes gets one `update`.
+        core.pbx.begin_batch();
         for c in completions.drain(..) {
             match c.token.kind {
                 Kind::Tick => {
@@ -229,6 +255,7 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
                 _ => {}
             }
         }
+        core.pbx.end_batch(&mut sink!(core));
         bufs.publish();
         if stream != core.generation {
             // A new socket starts a new stream: the parser expects the banner again.
@@ -458,7 +485,6 @@ impl Core {
     /// The session is over: close the socket, fail pending actions, tell subscribers,
     /// and let the session schedule the next attempt.
     fn fail(&mut self, failure: Failure, now: Millis) {
-        let was_live = self.session.status().live;
         tracing::warn!("ami: {failure}");
         self.status.failed(failure.kind(), failure.to_string(), now);
         if matches!(self.socket, Socket::Open | Socket::Connecting { .. }) {
@@ -468,9 +494,6 @@ impl Core {
         self.out.clear();
         self.sending = false;
         self.session.on_failure(failure, now);
-        if was_live {
-            self.status.reconnects.fetch_add(1, Relaxed);
-        }
         self.pbx.set_connected(false, &mut sink!(self));
         for done in self.gateway.fail_all() {
             self.result(done);
@@ -575,6 +598,7 @@ impl Core {
         st.connected.store(s.connected, Relaxed);
         st.logged_in.store(s.logged_in, Relaxed);
         st.live.store(s.live, Relaxed);
+        st.reconnects.store(s.reconnects, Relaxed);
         st.live_since_ms.store(s.since.unwrap_or(0), Relaxed);
         st.retry_at_ms.store(s.retry_at.unwrap_or(0), Relaxed);
         st.channels.store(self.pbx.channels() as u64, Relaxed);

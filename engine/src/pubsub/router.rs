@@ -7,7 +7,7 @@
 //! replay leaves with the barrier that makes the subscription live, so nothing is
 //! missed or doubled between replay and live messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -85,6 +85,8 @@ pub struct Router {
     snapshots: HashMap<(u16, u32), Option<Box<Resume>>>,
     /// Whether the AMI thread was sent something since its doorbell was last rung.
     ami_touched: bool,
+    /// What waits for room in the AMI thread's queue (see `send_ami`).
+    ami_backlog: VecDeque<ToAmi>,
 }
 
 impl Router {
@@ -114,6 +116,7 @@ impl Router {
             ami,
             snapshots: HashMap::new(),
             ami_touched: false,
+            ami_backlog: VecDeque::new(),
         }
     }
 
@@ -139,6 +142,7 @@ impl Router {
                     handled += 1;
                 }
             }
+            self.flush_ami_backlog();
             while handled < BATCH_MESSAGES {
                 let Some(msg) = self.ami.as_mut().and_then(|a| a.inbox.pop().ok()) else {
                     break;
@@ -320,29 +324,39 @@ impl Router {
         }
     }
 
-    /// Pushes to the AMI thread's queue, waiting (as [`send`](Self::send) does) while
-    /// it is full.
-    fn send_ami(&mut self, mut msg: ToAmi) {
+    /// Pushes to the AMI thread's queue, or behind it when it is full. The router never
+    /// waits for the AMI thread: that thread may itself be waiting for room in the
+    /// router's queue, and the two would wait for each other. The backlog holds what
+    /// the shards asked for (snapshots, actions), which their own limits bound.
+    fn send_ami(&mut self, msg: ToAmi) {
         let Some(ami) = self.ami.as_mut() else {
             return;
         };
-        loop {
-            match ami.outbox.push(msg) {
-                Ok(()) => break,
-                Err(rtrb::PushError::Full(back)) => {
-                    msg = back;
-                    self.metrics
-                        .outbox_full_waits
-                        .fetch_add(1, Ordering::Relaxed);
-                    if ami.bell.ring() {
-                        self.ring.wake(ami.bell.ring_fd());
-                        let _ = self.ring.enter(false);
-                    }
-                    std::thread::yield_now();
-                }
-            }
-        }
         self.ami_touched = true;
+        if !self.ami_backlog.is_empty() {
+            self.ami_backlog.push_back(msg);
+            return;
+        }
+        if let Err(rtrb::PushError::Full(msg)) = ami.outbox.push(msg) {
+            self.metrics
+                .outbox_full_waits
+                .fetch_add(1, Ordering::Relaxed);
+            self.ami_backlog.push_back(msg);
+        }
+    }
+
+    /// Moves what waits behind the AMI thread's full queue into it, as room allows.
+    fn flush_ami_backlog(&mut self) {
+        let Some(ami) = self.ami.as_mut() else {
+            return;
+        };
+        while let Some(msg) = self.ami_backlog.pop_front() {
+            if let Err(rtrb::PushError::Full(msg)) = ami.outbox.push(msg) {
+                self.ami_backlog.push_front(msg);
+                break;
+            }
+            self.ami_touched = true;
+        }
     }
 
     /// What a resuming subscriber's patterns had after its position.

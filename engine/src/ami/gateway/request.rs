@@ -22,7 +22,7 @@ pub const MAX_REQUEST_KEYS: usize = 16;
 pub const MAX_VALUE_BYTES: usize = 128;
 /// Longest `ref`, in bytes.
 pub const MAX_REF_BYTES: usize = 64;
-/// Longest number or extension (`0-9`, `*`, `#`).
+/// Longest number or extension (`0-9`, `*`, `#`, an optional leading `+`).
 pub const MAX_DIGITS: usize = 32;
 /// Highest queue member penalty accepted.
 pub const MAX_PENALTY: u64 = 1000;
@@ -318,17 +318,21 @@ impl<'r> Params<'r, '_> {
         self.text(key)?.ok_or_else(|| missing(key))
     }
 
-    /// A number or extension: 1 to [`MAX_DIGITS`] of `0-9`, `*`, `#`.
+    /// A number or extension: 1 to [`MAX_DIGITS`] of `0-9`, `*`, `#`, after an
+    /// optional leading `+` (E.164: `+33612345678`).
     fn digits(&self, key: &str) -> Result<&'r str, Refusal> {
         let v = self.required_text(key)?;
-        if v.len() <= MAX_DIGITS
-            && v.bytes()
+        let dial = v.strip_prefix('+').unwrap_or(v);
+        if !dial.is_empty()
+            && v.len() <= MAX_DIGITS
+            && dial
+                .bytes()
                 .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
         {
             Ok(v)
         } else {
             Err(Refusal::invalid(format!(
-                "{} must be 1 to {MAX_DIGITS} of 0-9, * and #",
+                "{} must be 1 to {MAX_DIGITS} of 0-9, * and #, after an optional +",
                 Quoted(key)
             )))
         }

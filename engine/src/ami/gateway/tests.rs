@@ -362,6 +362,10 @@ fn valid_requests() -> Vec<(Value, Vec<&'static str>)> {
             vec!["endpoint", "number"],
         ),
         (
+            json!({"action":"Originate","endpoint":"PJSIP/101","number":"+33612345678"}),
+            vec!["endpoint", "number"],
+        ),
+        (
             json!({"action":"Hangup","channel":"PJSIP/101-00000001"}),
             vec!["channel"],
         ),
@@ -508,7 +512,9 @@ fn bad_numbers_and_extensions_are_refused() {
     for number in [
         "",
         "12a",
-        "+4420",
+        "+",
+        "4+420",
+        "++4420",
         "1 2",
         "100@from-internal",
         "1,2",

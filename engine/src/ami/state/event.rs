@@ -4,7 +4,8 @@
 
 use switchboard_proto::ami::Message;
 
-use super::super::json::{FieldList, word_at};
+use super::super::json::FieldList;
+use switchboard_proto::swar::word_at;
 
 /// The channel block of an event; fields absent from the event are `None`.
 #[derive(Debug, Clone, Copy)]

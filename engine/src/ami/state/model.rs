@@ -280,8 +280,8 @@ pub(super) struct Endpoint {
     /// `UNKNOWN` until a `DeviceStateChange` is seen.
     pub state: String,
     pub state_known: bool,
-    /// Uniqueids of its live channels.
-    pub channels: Vec<Arc<str>>,
+    /// Uniqueids of its live channels (a trunk may have thousands: a set).
+    pub channels: std::collections::BTreeSet<Arc<str>>,
     pub dirty: bool,
     pub changed_by: String,
 }

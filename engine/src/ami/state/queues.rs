@@ -243,8 +243,10 @@ impl Pbx {
                 } else {
                     now
                 };
+                let uniqueid = uid.clone().unwrap_or_else(|| arc(id));
+                self.queued.insert(uniqueid.clone(), ());
                 q.callers.push(Caller {
-                    uniqueid: uid.clone().unwrap_or_else(|| arc(id)),
+                    uniqueid,
                     channel: String::new(),
                     position,
                     id: Id::default(),
@@ -275,6 +277,9 @@ impl Pbx {
 
     /// A channel is gone: it waits in no queue any more.
     pub(super) fn queues_forget(&mut self, uid: &str, event: &str) {
+        if self.queued.remove(uid).is_none() {
+            return;
+        }
         let mut changed: Vec<Arc<str>> = Vec::new();
         for (k, q) in &mut self.queues {
             if q.callers.iter().any(|c| *c.uniqueid == *uid) {
@@ -319,7 +324,7 @@ impl Pbx {
                     name: k.clone(),
                     state: UNKNOWN_STATE.to_owned(),
                     state_known: false,
-                    channels: Vec::new(),
+                    channels: Default::default(),
                     dirty: false,
                     changed_by: String::new(),
                 },
@@ -340,16 +345,14 @@ impl Pbx {
 
     pub(super) fn endpoint_add(&mut self, key: &Arc<str>, uid: &Arc<str>, event: &str) {
         if let Some(e) = self.endpoints.get_mut(key) {
-            if !e.channels.contains(uid) {
-                e.channels.push(uid.clone());
-            }
+            e.channels.insert(uid.clone());
             self.endpoint_dirty(key, event);
         }
     }
 
     pub(super) fn endpoint_remove(&mut self, key: &Arc<str>, uid: &str, event: &str) {
         if let Some(e) = self.endpoints.get_mut(key) {
-            e.channels.retain(|u| **u != *uid);
+            e.channels.remove(uid);
             self.endpoint_dirty(key, event);
         }
     }

@@ -1,7 +1,6 @@
-//! The JSON of the model's objects: CHANNEL, CALL, QUEUE and ENDPOINT as the
-//! contract shapes them, and a tiny writer for flat JSON objects.
+//! The JSON of the model's objects: CHANNEL, CALL, QUEUE and ENDPOINT as
+//! PROTOCOL.md "PBX topics" shapes them, and a tiny writer for flat JSON objects.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use switchboard_proto::envelope::write_json_string;
@@ -46,7 +45,19 @@ impl<'a> Obj<'a> {
     }
 
     pub fn num(&mut self, k: &str, v: u64) -> &mut Self {
-        let _ = write!(self.key(k), "{v}");
+        // Decimal digits, last first, without the formatting machinery.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut v = v;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.key(k).extend_from_slice(&digits[at..]);
         self
     }
 
@@ -187,14 +198,26 @@ pub(super) fn write_queue(out: &mut Vec<u8>, q: &Queue) {
     o.end();
 }
 
-/// ENDPOINT: its live channels by name.
+/// Channel names an ENDPOINT lists: a phone has one or two, a trunk may have thousands,
+/// and an endpoint is written at every change of its channels.
+pub const MAX_ENDPOINT_CHANNELS_LISTED: usize = 32;
+
+/// ENDPOINT: how many live channels it has, and the names of the first
+/// [`MAX_ENDPOINT_CHANNELS_LISTED`] (by `Uniqueid`).
 pub(super) fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint, channels: &Map<Arc<str>, Channel>) {
     let mut o = Obj::new(out);
-    o.str("name", &e.name).str("state", &e.state);
+    o.str("name", &e.name)
+        .str("state", &e.state)
+        .num("channel_count", e.channels.len() as u64);
     let out = o.key("channels");
     out.push(b'[');
     let mut first = true;
-    for ch in e.channels.iter().filter_map(|u| channels.get(u)) {
+    let listed = e
+        .channels
+        .iter()
+        .filter_map(|u| channels.get(u))
+        .take(MAX_ENDPOINT_CHANNELS_LISTED);
+    for ch in listed {
         if !first {
             out.push(b',');
         }

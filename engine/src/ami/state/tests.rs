@@ -30,6 +30,8 @@ struct Feeder {
     parser: Parser,
     buf: Vec<u8>,
     clock: u64,
+    /// One batch per chunk, as the engine's AMI thread makes one per read.
+    batches: bool,
 }
 
 impl Feeder {
@@ -43,6 +45,7 @@ impl Feeder {
             parser,
             buf: Vec::new(),
             clock: 1_000_000,
+            batches: false,
         }
     }
 
@@ -54,6 +57,9 @@ impl Feeder {
         };
         for piece in bytes.chunks(chunk) {
             self.buf.extend_from_slice(piece);
+            if self.batches {
+                pbx.begin_batch();
+            }
             let mut pos = 0;
             loop {
                 let rest = self.buf.get(pos..).unwrap_or_default();
@@ -70,6 +76,9 @@ impl Feeder {
                     }
                     Err(e) => panic!("parse error {e}"),
                 }
+            }
+            if self.batches {
+                pbx.end_batch(out);
             }
             self.buf.drain(..pos);
         }
@@ -791,7 +800,7 @@ fn sip_call_exact_messages() {
     assert_eq!(updates[0]["event"], "Newchannel");
     assert_eq!(
         updates[0]["endpoint"],
-        serde_json::json!({"name":"PJSIP/102","state":"UNKNOWN","channels":["PJSIP/102-00000002"]})
+        serde_json::json!({"name":"PJSIP/102","state":"UNKNOWN","channel_count":1,"channels":["PJSIP/102-00000002"]})
     );
     assert_eq!(updates[1]["event"], "DeviceStateChange");
     assert_eq!(updates[1]["endpoint"]["state"], "RINGING");
@@ -1110,4 +1119,77 @@ fn components() {
         }
     });
     println!("{k} {k2} {}", sink.0);
+}
+
+#[test]
+fn a_trunk_lists_a_bounded_number_of_its_channels() {
+    use crate::ami::state::render::MAX_ENDPOINT_CHANNELS_LISTED;
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let n = MAX_ENDPOINT_CHANNELS_LISTED + 8;
+    for i in 0..n {
+        let raw = format!(
+            "Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/trunk-{i:08x}\r\n\
+             ChannelState: 4\r\nChannelStateDesc: Ring\r\nCallerIDNum: 0612\r\n\
+             CallerIDName: <unknown>\r\nConnectedLineNum: <unknown>\r\n\
+             ConnectedLineName: <unknown>\r\nLanguage: en\r\nAccountCode: \r\n\
+             Context: from-trunk\r\nExten: 600\r\nPriority: 1\r\n\
+             Uniqueid: 1700000000.{i}\r\nLinkedid: 1700000000.{i}\r\n\r\n"
+        );
+        let mut parser = Parser::client().skip_banner();
+        let (_, item) = parser.parse(raw.as_bytes()).unwrap();
+        let Some(Item::Message(m)) = item else {
+            panic!("a message")
+        };
+        pbx.on_event(&m, i as u64, &mut out);
+    }
+    let last = out
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "ami.endpoint.PJSIP/trunk")
+        .map(|(_, d)| json(d))
+        .expect("an endpoint update");
+    assert_eq!(last["endpoint"]["channel_count"], n as u64);
+    assert_eq!(
+        last["endpoint"]["channels"].as_array().unwrap().len(),
+        MAX_ENDPOINT_CHANNELS_LISTED
+    );
+}
+
+#[test]
+fn batches_coalesce_updates_and_change_nothing_else() {
+    let bytes = fixture("asterisk22-local.txt");
+    let (_, each) = run(&bytes, 4096);
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut batched = Pubs::new();
+    pbx.set_connected(true, &mut batched);
+    let mut feeder = Feeder::new(false);
+    feeder.batches = true;
+    feeder.feed(&mut pbx, &bytes, 4096, &mut batched);
+    let is_update = |t: &str| t.starts_with("ami.queue.") || t.starts_with("ami.endpoint.");
+    // Events and the lifecycle are the same, message for message.
+    let others = |pubs: &Pubs| -> Pubs {
+        pubs.iter()
+            .filter(|(t, _)| !is_update(t))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(&each), others(&batched));
+    // Fewer updates, and the last of each topic (its state after the stream) the same.
+    let last = |pubs: &Pubs| -> (usize, HashMap<String, Value>) {
+        let updates: Vec<&(String, Vec<u8>)> = pubs.iter().filter(|(t, _)| is_update(t)).collect();
+        let mut last = HashMap::new();
+        for (t, d) in &updates {
+            let mut v = json(d);
+            v["event"] = Value::Null;
+            last.insert(t.clone(), v);
+        }
+        (updates.len(), last)
+    };
+    let ((n_each, last_each), (n_batched, last_batched)) = (last(&each), last(&batched));
+    assert!(
+        n_batched < n_each,
+        "{n_batched} updates batched vs {n_each}"
+    );
+    assert_eq!(last_each, last_batched);
 }
