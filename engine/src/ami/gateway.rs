@@ -183,10 +183,6 @@ impl<C: Copy> Gateway<C> {
         }
     }
 
-    pub fn settings(&self) -> &GatewaySettings {
-        &self.settings
-    }
-
     /// Handles one request (the raw JSON bytes a client sent). If it is allowed, the
     /// AMI action is appended to `out` (bytes for the PBX), remembered under its
     /// `ActionID`, and its action returned; otherwise the result to send back at
@@ -342,24 +338,6 @@ impl<C: Copy> Gateway<C> {
             .filter_map(|id| self.take(id))
             .map(|p| failed(p, CODE_UNAVAILABLE, "the connection to the PBX was lost"))
             .collect()
-    }
-
-    /// Forgets the pending requests of a caller that went away (its handle may be
-    /// reused): their answers will be ignored. Returns how many there were.
-    pub fn forget_caller(&mut self, caller: C) -> usize
-    where
-        C: PartialEq,
-    {
-        let ids: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.caller == caller)
-            .map(|(&id, _)| id)
-            .collect();
-        for &id in &ids {
-            self.take(id);
-        }
-        ids.len()
     }
 
     /// Requests in flight.
