@@ -8,7 +8,9 @@
 //! - [`uring`] (the `switchboard-uring` crate): every `unsafe`: rings, tokens, buffer
 //!   rings, operations; this crate forbids `unsafe` itself.
 //! - [`shard`]: the connection shard: event loop, connections, HTTP, WebSocket, SSE.
-//! - [`pubsub`]: the router and the links between it and the shards.
+//! - [`pubsub`]: the router and the links between it and the shards (and the AMI thread).
+//! - [`ami`]: the AMI ingest shard: a session with an Asterisk PBX, its state model,
+//!   the `ami.*` topics with snapshots, and the action gateway.
 //! - [`config`], [`metrics`], [`server`]: settings, counters, start-up.
 //! - [`auth`]: JWT HS256 verification, topic grants, token extraction, origins (pure).
 //!

@@ -11,11 +11,18 @@
 //! - [`json`]: events as JSON, and the event filter;
 //! - [`gateway`]: the action gateway: grants, validation, server-built actions,
 //!   `ActionID` correlation, rate limits, results;
-//! - `thread`: the I/O: a ring of its own (connect, recv, send, ticks) between the
-//!   PBX and the router.
+//! - [`thread`]: the I/O: a ring of its own (connect, recv, send, ticks) between the
+//!   PBX and the router;
+//! - [`status`]: the session as `/metrics` and `/healthz` show it.
 //!
 //! Everything but `thread` is pure and driven by explicit inputs (bytes, messages,
 //! the clock), so it is tested without sockets.
+//!
+//! Snapshots without a gap: a subscription to `ami.*` patterns sends its barrier to the
+//! router, which asks this thread for the snapshot instead of answering at once; the
+//! snapshot comes back on the same queue as this thread's publishes, after every event
+//! it includes, and the router sends it as the barrier's replay. Everything routed
+//! before it is in it; everything after it reaches the new subscriber.
 
 pub mod gateway;
 pub mod json;

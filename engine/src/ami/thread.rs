@@ -1,7 +1,7 @@
 //! The AMI thread's I/O: one small io_uring ring of its own, with one fixed-file slot
 //! for the PBX socket. It connects (a linked SOCKET → CONNECT → LINK_TIMEOUT chain),
 //! reads with a multishot recv from a provided-buffer ring, writes one send at a time,
-//! and ticks every [`TICK`]. Between the PBX and the router it only moves bytes and
+//! and ticks every 100 ms. Between the PBX and the router it only moves bytes and
 //! messages: what to send and when to reconnect is the [`Session`]'s decision, what a
 //! message means is the [`Pbx`]'s, whether an action may run is the [`Gateway`]'s.
 //!
