@@ -68,5 +68,6 @@ awk -v m0="$m0" -v m1="$m1" -v a0="$a0" -v a1="$a1" -v r0="$r0" -v r1="$r1" \
     printf "router thread: %.2f s CPU, %.0f ns/event\n", router, router * 1e9 / n;
 }' | tee "$here/live.txt"
 curl -s "http://127.0.0.1:$port/metrics" | grep '^switchboard_ami' >"$here/metrics.txt"
+grep -E 'VmHWM|VmRSS|RssAnon' "/proc/$pid/status" >"$here/status.txt"
 kill "$sub" "$pid" "$sim"
 wait "$pid" "$sim" 2>/dev/null || true
