@@ -117,12 +117,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{DEFAULT_TIMEOUT, run_with_timeout, spawn_program};
+use crate::{DEFAULT_TIMEOUT, Process, run_with_timeout, spawn_program};
 
 /// The Asterisk binary (Debian's package `asterisk`).
 pub const ASTERISK: &str = "/usr/sbin/asterisk";
@@ -195,9 +195,8 @@ impl AmiUser {
 pub struct Asterisk {
     dir: PathBuf,
     addr: SocketAddr,
-    child: Option<Child>,
-    pid: u32,
-    exit_status: Option<ExitStatus>,
+    /// The current Asterisk process (none before the first start).
+    process: Option<Process>,
     version: String,
     banner: String,
     starts: u32,
@@ -209,7 +208,7 @@ impl std::fmt::Debug for Asterisk {
         f.debug_struct("Asterisk")
             .field("dir", &self.dir)
             .field("addr", &self.addr)
-            .field("pid", &self.pid)
+            .field("pid", &self.pid())
             .field("version", &self.version)
             .finish()
     }
@@ -264,9 +263,7 @@ impl Asterisk {
         let mut pbx = Asterisk {
             dir,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            child: None,
-            pid: 0,
-            exit_status: None,
+            process: None,
             version: String::new(),
             banner: String::new(),
             starts: 0,
@@ -326,9 +323,7 @@ impl Asterisk {
             .stdout(out)
             .stderr(err);
         let child = spawn_program(cmd).map_err(|e| format!("e2e: cannot start {ASTERISK}: {e}"))?;
-        self.pid = child.id();
-        self.child = Some(child);
-        self.exit_status = None;
+        self.process = Some(Process::new(child));
 
         // 1. Fully booted: the control socket exists and `core waitfullybooted` returns.
         let ctl = self.dir.join("run/asterisk.ctl");
@@ -384,7 +379,7 @@ impl Asterisk {
     fn failure(&mut self, what: &str) -> String {
         format!(
             "e2e: Asterisk (pid {}, {}) {what}\n{}",
-            self.pid,
+            self.pid(),
             self.dir.display(),
             self.log_report()
         )
@@ -401,7 +396,7 @@ impl Asterisk {
 
     /// The pid of the current Asterisk process.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.as_ref().map_or(0, Process::pid)
     }
 
     /// The private directory (configuration in `etc/`, logs, spool...).
@@ -471,29 +466,11 @@ impl Asterisk {
         self.try_status().is_none()
     }
 
+    /// How the current process ended, if it has (a PBX never started has "ended").
     fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.exit_status.is_none()
-            && let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.exit_status = Some(status);
-        }
-        if self.child.is_none() {
-            return Some(ExitStatus::default());
-        }
-        self.exit_status
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
+        match self.process.as_mut() {
+            Some(p) => p.try_status(),
+            None => Some(ExitStatus::default()),
         }
     }
 
@@ -504,27 +481,19 @@ impl Asterisk {
     }
 
     fn stop_within(&mut self, grace: Duration) -> ExitStatus {
-        if self.try_status().is_none() {
-            // SAFETY: kill(2) with our own child's pid, not yet reaped.
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
-            if let Some(status) = self.wait_exit(grace) {
-                return status;
-            }
+        match self.process.as_mut() {
+            Some(p) => p.stop(grace),
+            None => ExitStatus::default(),
         }
-        self.kill()
     }
 
     /// SIGKILL (by pid) and reap: the PBX vanishes as in a crash (its control socket
     /// stays behind; a restart copes with that).
     pub fn kill(&mut self) -> ExitStatus {
-        if let Some(status) = self.try_status() {
-            return status;
+        match self.process.as_mut() {
+            Some(p) => p.kill(),
+            None => ExitStatus::default(),
         }
-        let child = self.child.as_mut().expect("child present until reaped");
-        let _ = child.kill();
-        let status = child.wait().unwrap_or_default();
-        self.exit_status = Some(status);
-        status
     }
 
     /// Stops the PBX if it runs ([`stop`](Self::stop)), then starts it again with the
@@ -581,11 +550,12 @@ impl Asterisk {
 impl Drop for Asterisk {
     fn drop(&mut self) {
         // Exited although nobody stopped it.
-        let crashed = self.exit_status.is_none() && self.try_status().is_some();
+        let crashed =
+            self.process.as_ref().is_some_and(|p| !p.has_exited()) && self.try_status().is_some();
         self.stop_within(Duration::from_secs(5));
         if thread::panicking() {
             if crashed {
-                eprintln!("e2e: Asterisk pid {} had exited by itself", self.pid);
+                eprintln!("e2e: Asterisk pid {} had exited by itself", self.pid());
             }
             eprintln!("{}", self.log_report());
         }
@@ -1015,6 +985,28 @@ impl Ami {
         self.expect(&format!("response {id}"), DEFAULT_TIMEOUT, |m| {
             m.response().is_some() && m.get("ActionID") == Some(id)
         })
+    }
+
+    /// `Originate` of `channel` into `Wait(600)`, asynchronous (the call stays up until
+    /// hung up); panics unless it is queued.
+    pub fn originate_wait(&mut self, id: &str, channel: &str) {
+        self.action(
+            "Originate",
+            id,
+            &[
+                ("Channel", channel),
+                ("Application", "Wait"),
+                ("Data", "600"),
+                ("Async", "true"),
+            ],
+        );
+        let r = self.response(id);
+        assert_eq!(
+            (r.response(), r.get("Message")),
+            (Some("Success"), Some("Originate successfully queued")),
+            "{}",
+            r.raw
+        );
     }
 
     /// Plain login (all events on); panics unless `Authentication accepted`.

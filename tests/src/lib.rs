@@ -466,6 +466,90 @@ pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, usize)> {
     Some((hostport.parse().ok()?, digits.parse().ok()?))
 }
 
+/// A child process of a test, managed by pid: its exit is noticed (and the child
+/// reaped) when asked, signals go only to a child not yet reaped (so the pid cannot
+/// belong to another process), and a stop is SIGTERM, a grace period, then SIGKILL.
+/// [`Server`] and the Asterisk harness hold one.
+pub struct Process {
+    child: Child,
+    pid: u32,
+    exit_status: Option<ExitStatus>,
+}
+
+impl Process {
+    pub fn new(child: Child) -> Process {
+        Process {
+            pid: child.id(),
+            child,
+            exit_status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// How it ended, if it has (reaping it then); `None` while it runs.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.exit_status = Some(status);
+        }
+        self.exit_status
+    }
+
+    /// Whether it has been seen to end (without looking again).
+    pub fn has_exited(&self) -> bool {
+        self.exit_status.is_some()
+    }
+
+    /// Waits up to `timeout` for it to exit by itself; `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`), by pid, unless it has been reaped.
+    pub fn signal(&mut self, signal: i32) {
+        if self.try_status().is_none() {
+            // SAFETY: kill(2) with our own, not yet reaped, child's pid.
+            unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+        }
+    }
+
+    /// SIGTERM, then up to `grace` to exit, then SIGKILL. Returns how it ended.
+    pub fn stop(&mut self, grace: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        if let Some(status) = self.wait_exit(grace) {
+            return status;
+        }
+        self.kill()
+    }
+
+    /// SIGKILL (by pid) and reap. Returns the exit status.
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(status) = self.try_status() {
+            return status;
+        }
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+        self.exit_status = Some(status);
+        status
+    }
+}
+
 /// A running server process: `switchboard serve`, or any program that prints the ready
 /// line `listening on http://127.0.0.1:PORT shards=N` on stdout.
 ///
@@ -473,14 +557,12 @@ pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, usize)> {
 /// never fill up), see [`Server::log`]. On drop the process is killed (SIGKILL, by pid)
 /// and reaped, and if the test is panicking its captured output is printed.
 pub struct Server {
-    child: Option<Child>,
-    pid: u32,
+    process: Process,
     addr: SocketAddr,
     shards: usize,
     ready_line: String,
     program: String,
     captured: Arc<Captured>,
-    exit_status: Option<ExitStatus>,
 }
 
 impl Server {
@@ -537,14 +619,12 @@ impl Server {
         thread::spawn(move || drain(err, Stream::Stderr, c, None));
 
         let mut server = Server {
-            child: Some(child),
-            pid,
+            process: Process::new(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: 0,
             ready_line: String::new(),
             program,
             captured,
-            exit_status: None,
         };
         match ready_rx.recv_timeout(ready_timeout) {
             Ok((addr, shards, line)) => {
@@ -593,7 +673,7 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// The ready line as printed.
@@ -680,66 +760,35 @@ impl Server {
     }
 
     fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.exit_status.is_none()
-            && let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.exit_status = Some(status);
-        }
-        self.exit_status
+        self.process.try_status()
     }
 
     /// Waits up to `timeout` for the process to exit by itself; `None` if it is still
     /// running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.process.wait_exit(timeout)
     }
 
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the process, by pid. No-op once it has
     /// been reaped (so the pid cannot belong to another process).
     pub fn signal(&mut self, signal: i32) {
-        if self.try_status().is_none() {
-            // SAFETY: kill(2) with our own, not yet reaped, child's pid.
-            unsafe { libc::kill(self.pid as libc::pid_t, signal) };
-        }
+        self.process.signal(signal);
     }
 
     /// Graceful stop: SIGTERM, then up to `grace` for the process to exit, then SIGKILL.
     /// Returns how it ended (for tests of the shutdown path).
     pub fn stop(&mut self, grace: Duration) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        if let Some(status) = self.wait_exit(grace) {
-            return status;
-        }
-        self.kill()
+        self.process.stop(grace)
     }
 
     /// SIGKILL (by pid) and reap. Returns the exit status.
     pub fn kill(&mut self) -> ExitStatus {
-        if let Some(status) = self.try_status() {
-            return status;
-        }
-        let child = self.child.as_mut().expect("child present until reaped");
-        let _ = child.kill();
-        let status = child
-            .wait()
-            .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
-        self.exit_status = Some(status);
-        status
+        self.process.kill()
     }
 
     /// The captured output with a header, as printed when a test fails.
     fn log_report(&self) -> String {
-        self.captured.wait_closed(if self.exit_status.is_some() {
+        self.captured.wait_closed(if self.process.has_exited() {
             Duration::from_millis(500)
         } else {
             Duration::ZERO
@@ -747,7 +796,7 @@ impl Server {
         format!(
             "---- output of {} (pid {}) ----\n{}---- end of output ----",
             self.program,
-            self.pid,
+            self.process.pid(),
             self.log()
         )
     }
@@ -761,7 +810,7 @@ impl Drop for Server {
             if let Some(status) = unexpected_exit {
                 eprintln!(
                     "e2e: server pid {} had exited: {}",
-                    self.pid,
+                    self.process.pid(),
                     describe(status)
                 );
             }

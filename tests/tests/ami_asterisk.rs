@@ -50,20 +50,6 @@ fn driver(pbx: &Asterisk) -> Ami {
     ami
 }
 
-fn originate(ami: &mut Ami, id: &str, channel: &str) {
-    ami.action(
-        "Originate",
-        id,
-        &[
-            ("Channel", channel),
-            ("Application", "Wait"),
-            ("Data", "600"),
-            ("Async", "true"),
-        ],
-    );
-    assert_eq!(ami.response(id).response(), Some("Success"));
-}
-
 /// Reads `sub` until a message satisfies `f` (bounded); returns everything read.
 fn until(sub: &mut Sub, what: &str, f: impl Fn(&Value) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -77,6 +63,18 @@ fn until(sub: &mut Sub, what: &str, f: impl Fn(&Value) -> bool) -> Vec<Value> {
             return got;
         }
     }
+}
+
+/// Originates a two-party call (`call200`) and reads `calls` (subscribed to
+/// `ami.calls`) until it is answered; returns what was read and its `Linkedid`.
+fn answered_call(ami: &mut Ami, calls: &mut Sub) -> (Vec<Value>, String) {
+    ami.originate_wait("c1", &format!("Local/call200@{CONTEXT}"));
+    let got = until(calls, "an answered call", |m| kind_of(m) == "answered");
+    let linkedid = got.last().unwrap()["data"]["linkedid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (got, linkedid)
 }
 
 fn kind_of(m: &Value) -> &str {
@@ -93,12 +91,7 @@ fn real_calls_reach_browsers_in_order_and_a_late_page_starts_from_the_snapshot()
     let mut ami = driver(&pbx);
 
     // A two-party call: started, ringing, answered.
-    originate(&mut ami, "c1", &format!("Local/call200@{CONTEXT}"));
-    let mut got = until(&mut calls, "an answered call", |m| kind_of(m) == "answered");
-    let linkedid = got.last().unwrap()["data"]["linkedid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut got, linkedid) = answered_call(&mut ami, &mut calls);
     let kinds: Vec<&str> = got.iter().skip(1).map(kind_of).collect();
     assert_eq!(kinds.first(), Some(&"started"), "{got:#?}");
     assert!(kinds.contains(&"ringing"), "{kinds:?}");
@@ -119,7 +112,7 @@ fn real_calls_reach_browsers_in_order_and_a_late_page_starts_from_the_snapshot()
     assert_eq!(per_call["data"]["call"]["linkedid"], linkedid.as_str());
 
     // A queue call: the caller waits, agent1 answers after 2 s.
-    originate(&mut ami, "q1", &format!("Local/300@{CONTEXT}"));
+    ami.originate_wait("q1", &format!("Local/300@{CONTEXT}"));
     let q = until(&mut queue, "a caller in the queue", |m| {
         m["data"]["queue"]["callers"]
             .as_array()
@@ -192,7 +185,7 @@ fn the_gateway_originates_transfers_and_hangs_up_real_calls_for_the_owner_only()
 
     // Someone else's call cannot be touched.
     let mut ami = driver(&pbx);
-    originate(&mut ami, "x1", &format!("Local/call200@{CONTEXT}"));
+    ami.originate_wait("x1", &format!("Local/call200@{CONTEXT}"));
     let other = loop {
         let v = ws.recv_json(Duration::from_secs(10)).expect("events");
         let event = &v["data"]["event"];
@@ -261,12 +254,7 @@ fn an_asterisk_restart_is_followed_by_a_reconnect_and_a_resynchronised_state() {
     };
     let mut calls = Sub::sse(&server, "topic=ami.calls");
     let mut ami = driver(&pbx);
-    originate(&mut ami, "c1", &format!("Local/call200@{CONTEXT}"));
-    let mut got = until(&mut calls, "an answered call", |m| kind_of(m) == "answered");
-    let linkedid = got.last().unwrap()["data"]["linkedid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut got, linkedid) = answered_call(&mut ami, &mut calls);
     drop(ami);
     pbx.kill();
     wait_health(&server, 503);
@@ -288,7 +276,7 @@ fn an_asterisk_restart_is_followed_by_a_reconnect_and_a_resynchronised_state() {
     assert!(total(&server, "switchboard_ami_reconnects_total") >= 1.0);
     // And the new PBX's calls flow again.
     let mut ami = driver(&pbx);
-    originate(&mut ami, "c2", &format!("Local/call200@{CONTEXT}"));
+    ami.originate_wait("c2", &format!("Local/call200@{CONTEXT}"));
     until(&mut calls, "a new call", |m| kind_of(m) == "started");
     pbx.cli("channel request hangup all");
 }

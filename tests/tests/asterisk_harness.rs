@@ -43,26 +43,6 @@ fn admin(pbx: &Asterisk) -> Ami {
     ami
 }
 
-fn originate(ami: &mut Ami, id: &str, channel: &str) {
-    ami.action(
-        "Originate",
-        id,
-        &[
-            ("Channel", channel),
-            ("Application", "Wait"),
-            ("Data", "600"),
-            ("Async", "true"),
-        ],
-    );
-    let r = ami.response(id);
-    assert_eq!(
-        (r.response(), r.get("Message")),
-        (Some("Success"), Some("Originate successfully queued")),
-        "{}",
-        r.raw
-    );
-}
-
 /// Collects every message until `done` says so (panics after `timeout`).
 fn collect_until(
     ami: &mut Ami,
@@ -198,7 +178,7 @@ fn local_call_from_newchannel_to_hangup_shares_one_linkedid() {
     let Some(pbx) = pbx() else { return };
     let mut ami = admin(&pbx);
     // call200 dials 200: A and B, each a pair of Local half-channels.
-    originate(&mut ami, "o1", "Local/call200@lab");
+    ami.originate_wait("o1", "Local/call200@lab");
     let up = collect_until(&mut ami, "two BridgeEnter", CALL_TIMEOUT, |m| {
         count(m, "BridgeEnter") == 2
     });
@@ -273,7 +253,7 @@ fn local_call_from_newchannel_to_hangup_shares_one_linkedid() {
 fn queue_call_is_answered_by_a_member() {
     let Some(pbx) = pbx() else { return };
     let mut ami = admin(&pbx);
-    originate(&mut ami, "q1", "Local/300@lab");
+    ami.originate_wait("q1", "Local/300@lab");
     let got = collect_until(&mut ami, "AgentConnect", CALL_TIMEOUT, |m| {
         count(m, "AgentConnect") == 1
     });
@@ -359,7 +339,7 @@ fn dial_statuses_moh_and_mixmonitor() {
     let Some(pbx) = pbx() else { return };
     let mut ami = admin(&pbx);
     for (exten, status) in [("call203", "BUSY"), ("call204", "CONGESTION")] {
-        originate(&mut ami, exten, &format!("Local/{exten}@lab"));
+        ami.originate_wait(exten, &format!("Local/{exten}@lab"));
         let end = ami.expect_event("DialEnd", |m| {
             m.get("DestChannel")
                 .is_some_and(|c| c.starts_with(&format!("Local/{}@lab-", &exten[4..])))
@@ -367,7 +347,7 @@ fn dial_statuses_moh_and_mixmonitor() {
         assert_eq!(end.get("DialStatus"), Some(status), "{}", end.raw);
     }
 
-    originate(&mut ami, "moh", "Local/moh@lab");
+    ami.originate_wait("moh", "Local/moh@lab");
     let start = ami.expect_event("MusicOnHoldStart", |_| true);
     assert_eq!(start.get("Class"), Some("default"));
     let held = start.get("Channel").unwrap().to_string();

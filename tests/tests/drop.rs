@@ -4,11 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
-
 use common::*;
 use serde_json::{Value, json};
 use switchboard_e2e::*;
@@ -50,37 +45,8 @@ fn slow_consumers_lose_messages_not_their_connection_and_get_a_reset() {
     let addr = server.addr();
     let mut slow_ws = RawWs::connect(addr, "/ws?topic=dr.t");
     let mut slow_sse = SseClient::connect(addr, "/sse?topic=dr.t");
-    let progress = Arc::new(AtomicU64::new(0));
-    let mut good = ws_connect(&server.ws_url("/ws?topic=dr.t"));
-    let reader = {
-        let progress = progress.clone();
-        thread::spawn(move || {
-            for seq in 1..=N {
-                let m = next_json(&mut good);
-                assert_eq!((&m["topic"], &m["seq"]), (&json!("dr.t"), &json!(seq)));
-                progress.store(seq, Ordering::SeqCst);
-            }
-            good
-        })
-    };
-    let pad = "p".repeat(64 * 1024);
-    let mut conn = HttpConn::connect(addr).unwrap();
-    for i in 1..=N {
-        let deadline = Instant::now() + DEFAULT_TIMEOUT;
-        while progress.load(Ordering::SeqCst) + AHEAD < i {
-            assert!(
-                Instant::now() < deadline && !reader.is_finished(),
-                "reading subscriber stuck at {} of {i}",
-                progress.load(Ordering::SeqCst)
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
-        let body = json!({"i": i, "pad": pad}).to_string();
-        assert_eq!(publish_on(&mut conn, "dr.t", body.as_bytes()), i);
-    }
-    let mut good = reader
-        .join()
-        .expect("the reading subscriber got everything");
+    let good = ws_connect(&server.ws_url("/ws?topic=dr.t"));
+    let (mut good, mut conn) = publish_paced(addr, "dr.t", N, AHEAD, good);
 
     // The stalled WebSocket reads again.
     let mut items = Vec::new();

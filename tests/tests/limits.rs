@@ -6,10 +6,8 @@
 mod common;
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -104,39 +102,8 @@ fn slow_consumer_is_closed_and_others_are_not_affected() {
     let mut slow_ws = RawWs::connect(addr, "/ws?topic=slow.t");
     let mut slow_sse = SseClient::connect(addr, "/sse?topic=slow.t");
 
-    let progress = Arc::new(AtomicU64::new(0));
-    let mut good = ws_connect(&server.ws_url("/ws?topic=slow.t"));
-    let reader = {
-        let progress = progress.clone();
-        thread::spawn(move || {
-            for seq in 1..=N {
-                let m = next_json(&mut good);
-                assert_eq!((&m["topic"], &m["seq"]), (&json!("slow.t"), &json!(seq)));
-                assert_eq!(m["data"]["i"], seq);
-                progress.store(seq, Ordering::SeqCst);
-            }
-            good
-        })
-    };
-
-    let pad = "p".repeat(64 * 1024);
-    let mut conn = HttpConn::connect(addr).unwrap();
-    for i in 1..=N {
-        let deadline = Instant::now() + DEFAULT_TIMEOUT;
-        while progress.load(Ordering::SeqCst) + AHEAD < i {
-            assert!(
-                Instant::now() < deadline && !reader.is_finished(),
-                "reading subscriber stuck at {} of {i}",
-                progress.load(Ordering::SeqCst)
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
-        let body = json!({"i": i, "pad": pad}).to_string();
-        assert_eq!(publish_on(&mut conn, "slow.t", body.as_bytes()), i);
-    }
-    let mut good = reader
-        .join()
-        .expect("the reading subscriber got every message");
+    let good = ws_connect(&server.ws_url("/ws?topic=slow.t"));
+    let (mut good, mut conn) = publish_paced(addr, "slow.t", N, AHEAD, good);
     // The reading subscriber is still connected and subscribed.
     publish_on(&mut conn, "slow.t", br#"{"i":"end"}"#);
     assert_eq!(next_json(&mut good)["data"]["i"], "end");

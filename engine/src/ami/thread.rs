@@ -147,13 +147,11 @@ impl Sink for RouterSink<'_> {
         self.send(topic, data);
     }
 
+    /// The data is the previous publish's (the trait's contract): its copy is shared.
     fn republish(&mut self, topic: &str, data: &[u8]) {
-        if *self.last == data {
-            let data = self.last.clone();
-            self.send(topic, data);
-        } else {
-            self.publish(topic, data);
-        }
+        debug_assert_eq!(&self.last[..], data);
+        let data = self.last.clone();
+        self.send(topic, data);
     }
 }
 
@@ -466,6 +464,8 @@ impl Core {
             }
             Step::LoggedIn => {
                 tracing::info!("ami: logged in; synchronising the PBX state");
+                self.status
+                    .set_version(self.session.status().version.clone());
                 self.pbx.resync_begin();
             }
             Step::Synced => {
@@ -604,7 +604,6 @@ impl Core {
         st.channels.store(self.pbx.channels() as u64, Relaxed);
         st.calls.store(self.pbx.calls() as u64, Relaxed);
         st.queues.store(self.pbx.queues() as u64, Relaxed);
-        st.set_version(s.version.clone());
     }
 }
 

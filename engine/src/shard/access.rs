@@ -149,6 +149,14 @@ fn credentials<'b>(req: &Request<'_, 'b>) -> RequestParts<'b> {
     }
 }
 
+/// An action's caller as the gateway sees it: the token's subject and `ami` grants.
+fn caller_of(claims: &Claims) -> (Box<str>, Option<AmiGrants>) {
+    (
+        claims.sub.as_deref().unwrap_or_default().into(),
+        claims.ami.clone(),
+    )
+}
+
 /// Whether a request is a CORS preflight (Fetch: `OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`); any other `OPTIONS` is an ordinary request.
 pub fn is_preflight(req: &Request<'_, '_>) -> bool {
@@ -268,10 +276,7 @@ impl Core {
             .authorize_subscribe(&credentials(req), &[], unix_now());
         match verified {
             Ok(None) => Some(("".into(), None)),
-            Ok(Some(claims)) => Some((
-                claims.sub.as_deref().unwrap_or_default().into(),
-                claims.ami.clone(),
-            )),
+            Ok(Some(claims)) => Some(caller_of(&claims)),
             Err(e) => {
                 self.refuse(slot, e, req.path);
                 None
@@ -281,13 +286,9 @@ impl Core {
 
     /// The subject and `ami` grants a WebSocket connection was authorized with.
     pub(super) fn ws_caller(&self, slot: u32) -> (Box<str>, Option<AmiGrants>) {
-        match self.access.claims(slot) {
-            None => ("".into(), None),
-            Some(claims) => (
-                claims.sub.as_deref().unwrap_or_default().into(),
-                claims.ami.clone(),
-            ),
-        }
+        self.access
+            .claims(slot)
+            .map_or_else(|| ("".into(), None), caller_of)
     }
 
     /// Answers an auth failure: `401` with a Bearer challenge, or `403` naming the

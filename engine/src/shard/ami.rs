@@ -54,11 +54,7 @@ impl Core {
         req: &Request<'_, '_>,
         body: &[u8],
     ) -> usize {
-        if req.method != "POST" {
-            self.method_not_allowed(slot, "POST");
-            return self.skip_body(slot, req);
-        }
-        if !self.origin_checked(slot, req, true) {
+        if !self.post_allowed(slot, req) {
             return self.skip_body(slot, req);
         }
         let Some((user, grants)) = self.action_caller(slot, req) else {

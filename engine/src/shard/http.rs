@@ -272,11 +272,7 @@ impl Core {
         encoded_topic: &str,
         body: &[u8],
     ) -> usize {
-        if req.method != "POST" {
-            self.method_not_allowed(slot, "POST");
-            return self.skip_body(slot, req);
-        }
-        if !self.origin_checked(slot, req, true) {
+        if !self.post_allowed(slot, req) {
             return self.skip_body(slot, req);
         }
         let topic = match http1::percent_decode(encoded_topic) {
@@ -335,6 +331,16 @@ impl Core {
             data: Vec::new(),
         });
         self.body_input(slot, body)
+    }
+
+    /// The checks every `POST` route starts with: the method (`405` otherwise) and the
+    /// browser's origin (`403`, see `origin_checked`); false once answered.
+    pub(super) fn post_allowed(&mut self, slot: u32, req: &Request<'_, '_>) -> bool {
+        if req.method != "POST" {
+            self.method_not_allowed(slot, "POST");
+            return false;
+        }
+        self.origin_checked(slot, req, true)
     }
 
     /// The body of a request that was refused before it was read: skipped when its

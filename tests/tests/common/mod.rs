@@ -620,3 +620,51 @@ pub fn ws_on_shard(server: &Server, shard: usize) -> (WsClient, Vec<WsClient>) {
     }
     panic!("64 connections and none on shard {shard}");
 }
+
+/// Publishes `n` messages `{"i":i,"pad":<64 KiB>}` to `topic` on one connection while
+/// the subscriber `good` reads them on a thread of its own, checking each envelope's
+/// topic, `seq` and `i`; the publisher never gets more than `ahead` messages in front
+/// of it (so only subscribers that do not read fall behind). Returns the subscriber,
+/// once it has everything, and the publishing connection.
+pub fn publish_paced(
+    addr: SocketAddr,
+    topic: &'static str,
+    n: u64,
+    ahead: u64,
+    mut good: WsClient,
+) -> (WsClient, HttpConn) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let progress = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let progress = progress.clone();
+        std::thread::spawn(move || {
+            for seq in 1..=n {
+                let m = next_json(&mut good);
+                assert_eq!((&m["topic"], &m["seq"]), (&json!(topic), &json!(seq)));
+                assert_eq!(m["data"]["i"], seq);
+                progress.store(seq, Ordering::SeqCst);
+            }
+            good
+        })
+    };
+    let pad = "p".repeat(64 * 1024);
+    let mut conn = HttpConn::connect(addr).unwrap();
+    for i in 1..=n {
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        while progress.load(Ordering::SeqCst) + ahead < i {
+            assert!(
+                Instant::now() < deadline && !reader.is_finished(),
+                "reading subscriber stuck at {} of {i}",
+                progress.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let body = json!({"i": i, "pad": pad}).to_string();
+        assert_eq!(publish_on(&mut conn, topic, body.as_bytes()), i);
+    }
+    let good = reader
+        .join()
+        .expect("the reading subscriber got every message");
+    (good, conn)
+}
