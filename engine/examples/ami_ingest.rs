@@ -14,38 +14,37 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard::ami::Sink;
+use switchboard::ami::input::Input;
 use switchboard::ami::json::EventFilter;
 use switchboard::ami::state::Pbx;
+use switchboard::ami::{Arena, Sink};
 use switchboard::pubsub::router::encode;
 use switchboard_proto::ami::{Item, Parser};
 use switchboard_proto::position::Position;
 
-/// Takes every publication as the AMI thread hands it to the router (the topic and a
-/// copy of the data, into a bounded queue here drained at once) and, with `--encode`,
-/// also encodes it as the router then does (on its own core in the engine).
+/// Takes every publication as the AMI thread hands it to the router (topic and data
+/// copied into the thread's [`Arena`], into a bounded queue here drained at once) and,
+/// with `--encode`, also encodes it as the router then does (on its own core in the
+/// engine).
 struct Encoder {
     publishes: u64,
     bytes: u64,
     gseq: u64,
     encode: bool,
-    queue: Vec<(Box<str>, Bytes)>,
+    arena: Arena,
+    queue: Vec<(Bytes, Bytes)>,
 }
 
 impl Sink for Encoder {
     fn publish(&mut self, topic: &str, data: &[u8]) {
-        self.push(topic, Bytes::copy_from_slice(data));
+        let data = self.arena.copy_data(data);
+        self.push(topic, data);
     }
 
     /// As the AMI thread's sink: the previous publish's copy is shared.
-    fn republish(&mut self, topic: &str, data: &[u8]) {
-        match self.queue.last() {
-            Some((_, last)) => {
-                let shared = last.clone();
-                self.push(topic, shared);
-            }
-            None => self.publish(topic, data),
-        }
+    fn republish(&mut self, topic: &str, _data: &[u8]) {
+        let data = self.arena.shared();
+        self.push(topic, data);
     }
 }
 
@@ -56,7 +55,8 @@ impl Encoder {
         if self.queue.len() == 1024 {
             self.drain();
         }
-        self.queue.push((topic.into(), data));
+        let topic = self.arena.copy(topic.as_bytes());
+        self.queue.push((topic, data));
     }
 
     fn drain(&mut self) {
@@ -67,7 +67,8 @@ impl Encoder {
                     epoch: 1,
                     gseq: self.gseq,
                 };
-                std::hint::black_box(encode(&topic, self.gseq, pos, &data));
+                let topic = std::str::from_utf8(&topic).expect("topics are UTF-8");
+                std::hint::black_box(encode(topic, self.gseq, pos, &data));
             }
         }
     }
@@ -110,36 +111,40 @@ fn main() {
         bytes: 0,
         gseq: 0,
         encode,
+        arena: Arena::default(),
         queue: Vec::with_capacity(1024),
     };
     let mut events = 0u64;
     let started = Instant::now();
+    // As the engine's AMI thread: a read is parsed where it lies ([`Input`]), and is one
+    // batch for the state model.
+    let mut run = |parser: &mut Parser, bytes: &[u8], pbx: &mut Pbx, sink: &mut Encoder| {
+        pbx.begin_batch();
+        let mut pos = 0;
+        loop {
+            let (n, item) = parser.parse(&bytes[pos..]).expect("the capture parses");
+            pos += n;
+            match item {
+                Some(Item::Message(m)) => {
+                    events += 1;
+                    if parse_only {
+                        std::hint::black_box(m.len());
+                        continue;
+                    }
+                    pbx.on_event(&m, 1_795_248_000_000 + events / 1000, sink);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        pbx.end_batch(sink);
+        pos
+    };
     for _ in 0..passes {
         let mut parser = Parser::client().skip_banner();
-        let mut buf: Vec<u8> = Vec::with_capacity(2 * read);
+        let mut input = Input::default();
         for chunk in stream.chunks(read) {
-            buf.extend_from_slice(chunk);
-            // As the engine's AMI thread: one batch per read.
-            pbx.begin_batch();
-            let mut pos = 0;
-            loop {
-                let (n, item) = parser.parse(&buf[pos..]).expect("the capture parses");
-                pos += n;
-                match item {
-                    Some(Item::Message(m)) => {
-                        events += 1;
-                        if parse_only {
-                            std::hint::black_box(m.len());
-                            continue;
-                        }
-                        pbx.on_event(&m, 1_795_248_000_000 + events / 1000, &mut sink);
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-            pbx.end_batch(&mut sink);
-            buf.drain(..pos);
+            input.feed(chunk, |bytes| run(&mut parser, bytes, &mut pbx, &mut sink));
         }
     }
     sink.drain();

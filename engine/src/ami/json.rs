@@ -3,12 +3,16 @@
 //!
 //! [`write_event_json`] writes a message's fields as one object: keys verbatim in
 //! first-appearance order, values as text ([`decode_text`]), a repeated key as an
-//! array of its values at its first position, lines without a colon dropped. It
-//! allocates nothing but the growth of `out` (and the text of a non-UTF-8 value).
+//! array of its values at its first position, lines without a colon dropped. Up to
+//! [`INLINE_FIELDS`] headers it allocates nothing but the growth of `out` (and the
+//! text of a value that needs escaping and is not UTF-8).
 //!
 //! [`EventFilter`] drops noise events by name and every event of the `security` or
 //! `system` class.
 
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
 use switchboard_proto::ami::{Message, decode_text};
 use switchboard_proto::envelope::{needs_escape, write_json_string};
 use switchboard_proto::swar::load_word;
@@ -23,179 +27,275 @@ pub const DEFAULT_NOISE: [&str; 6] = [
     "CEL",
 ];
 
-/// The most headers a [`FieldList`] holds (real events have 15-30; a longer
-/// message is read from the [`Message`] again).
+/// Headers a [`FieldList`] holds without allocating (real events have 15-30).
 pub const INLINE_FIELDS: usize = 48;
 
-/// A message's headers (lines with a colon) as key/value pairs, read once for the
-/// several passes of routing an event.
-pub struct FieldList<'a> {
-    items: [(&'a [u8], &'a [u8]); INLINE_FIELDS],
-    len: usize,
-    complete: bool,
+/// One header of a message (a line with a colon).
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    /// The key's first eight bytes as a little-endian word, zero-padded: one integer
+    /// compare rules out nearly every unequal key.
+    pub head: u64,
 }
 
-impl<'a> FieldList<'a> {
-    /// An empty list (build it in place, then [`fill`](Self::fill) it).
-    pub const EMPTY: FieldList<'static> = FieldList {
-        items: [(&[], &[]); INLINE_FIELDS],
-        len: 0,
-        complete: true,
-    };
+/// A message's bytes and, when they are UTF-8 (validated once, whole), the same as
+/// text: a key or value of the message is then text for free.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Text<'a> {
+    raw: &'a [u8],
+    text: Option<&'a str>,
+}
 
-    /// Reads the headers of `msg` (up to [`INLINE_FIELDS`]).
-    pub fn fill(&mut self, msg: &Message<'a>) {
-        self.len = 0;
-        self.complete = true;
-        for f in msg.fields().filter(|f| f.has_colon()) {
-            match self.items.get_mut(self.len) {
-                Some(slot) => {
-                    *slot = (f.key(), f.value());
-                    self.len += 1;
-                }
-                None => {
-                    self.complete = false;
-                    break;
-                }
-            }
+impl<'a> Text<'a> {
+    pub fn new(raw: &'a [u8]) -> Self {
+        Text {
+            raw,
+            text: std::str::from_utf8(raw).ok(),
         }
     }
 
-    /// False if the message has more headers than the list holds.
-    pub fn is_complete(&self) -> bool {
-        self.complete
+    /// `part` as text: borrowed from the message's text when `part` is a slice of a
+    /// UTF-8 message (found by its address), else [`decode_text`].
+    #[inline]
+    pub fn of(&self, part: &'a [u8]) -> Cow<'a, str> {
+        let at = (part.as_ptr() as usize).wrapping_sub(self.raw.as_ptr() as usize);
+        match self
+            .text
+            .and_then(|t| t.get(at..at.wrapping_add(part.len())))
+        {
+            Some(t) => Cow::Borrowed(t),
+            None => decode_text(part),
+        }
+    }
+}
+
+/// A message's headers, read once for the several passes of routing an event (the
+/// model's channel block, the JSON, the filter).
+#[derive(Default)]
+pub struct FieldList<'a> {
+    /// The message as text.
+    pub text: Text<'a>,
+    headers: SmallVec<[Header<'a>; INLINE_FIELDS]>,
+    /// Some key appears more than once (compared exactly).
+    repeats: bool,
+}
+
+impl<'a> FieldList<'a> {
+    /// An empty list, to [`read`](Self::read) a message into (in place: the inline
+    /// array is large, and a list is not moved once filled).
+    #[inline]
+    pub fn new() -> Self {
+        FieldList {
+            text: Text::default(),
+            headers: SmallVec::new(),
+            repeats: false,
+        }
     }
 
-    /// The headers read, in order.
-    pub fn pairs(&self) -> &[(&'a [u8], &'a [u8])] {
-        self.items.get(..self.len).unwrap_or_default()
+    /// Reads the headers of `msg`. Repeats are found with a 64-bit filter of the
+    /// keys' heads and lengths: only a key whose bit is already set is compared with
+    /// the keys before it.
+    #[inline]
+    pub fn read(&mut self, msg: &Message<'a>) {
+        self.text = Text::new(msg.raw());
+        self.headers.clear();
+        self.repeats = false;
+        let mut seen = 0u64;
+        for f in msg.fields() {
+            if !f.has_colon() {
+                continue;
+            }
+            let key = f.key();
+            let head = load_word(key);
+            let hash = (head ^ key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let bit = 1u64 << (hash >> 58);
+            if seen & bit != 0 && !self.repeats {
+                self.repeats = self.headers.iter().any(|h| h.head == head && h.key == key);
+            }
+            seen |= bit;
+            self.headers.push(Header {
+                key,
+                value: f.value(),
+                head,
+            });
+        }
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[Header<'a>] {
+        &self.headers
     }
 }
 
 /// Appends the EVENT object of `msg` (see the module docs) to `out`.
 pub fn write_event_json(out: &mut Vec<u8>, msg: &Message<'_>) {
-    let mut list = FieldList::EMPTY;
-    list.fill(msg);
-    write_event_json_from(out, msg, &list);
+    let mut list = FieldList::new();
+    list.read(msg);
+    write_event_json_from(out, &list);
 }
 
-/// [`write_event_json`] with the headers of `msg` already read into `list`.
-pub fn write_event_json_from(out: &mut Vec<u8>, msg: &Message<'_>, list: &FieldList<'_>) {
-    // When the whole message is plain ASCII, every key and value is copied as it is;
-    // else when it is UTF-8, so is every key and value (they are cut at ASCII bytes),
-    // and a string with nothing to escape is copied as it is.
-    let plain = plain_text(msg.raw());
-    let utf8 = plain || std::str::from_utf8(msg.raw()).is_ok();
-    let put = if plain { put_plain } else { put };
-    if !list.is_complete() {
-        return write_any(out, msg, utf8);
-    }
-    let fields = list.pairs();
-    // Quotes and commas add at most three bytes a field over its line break.
-    out.reserve(msg.raw().len() + 3 * fields.len() + 16);
-    // A key's signature rules out nearly every unequal pair with one integer
-    // compare, and a 64-bit filter of them rules out repeats altogether in the
-    // common case.
-    let mut sigs = [0u32; INLINE_FIELDS];
-    let mut seen = 0u64;
-    let mut repeats = false;
-    for (i, ((key, _), slot)) in fields.iter().zip(sigs.iter_mut()).enumerate() {
-        let sig = signature(key);
-        let bit = 1u64 << (sig.wrapping_mul(0x9e37_79b1) >> 26);
-        if seen & bit != 0 {
-            repeats |= fields
-                .get(..i)
-                .is_some_and(|prev| prev.iter().any(|(k, _)| k == key));
-        }
-        seen |= bit;
-        *slot = sig;
-    }
-    out.push(b'{');
-    let mut first = true;
-    if !repeats {
-        for (key, value) in fields {
-            separator(out, &mut first);
-            put(out, key, utf8);
-            out.push(b':');
-            put(out, value, utf8);
-        }
-        out.push(b'}');
+/// [`write_event_json`] from the headers already read.
+pub fn write_event_json_from(out: &mut Vec<u8>, list: &FieldList<'_>) {
+    let start = out.len();
+    if !list.repeats && write_plain(out, list.headers()) {
         return;
     }
-    let mut done = [false; INLINE_FIELDS];
-    for (i, &(key, value)) in fields.iter().enumerate() {
-        let (Some(&sig), Some(&skip)) = (sigs.get(i), done.get(i)) else {
-            break;
-        };
-        if skip {
-            continue;
-        }
-        let same =
-            |j: usize| sigs.get(j) == Some(&sig) && fields.get(j).is_some_and(|(k, _)| *k == key);
-        let repeated = (i + 1..fields.len()).any(same);
-        separator(out, &mut first);
-        put(out, key, utf8);
-        out.push(b':');
-        if repeated {
-            out.push(b'[');
-            put(out, value, utf8);
-            for j in i + 1..fields.len() {
-                if same(j) {
-                    if let Some(d) = done.get_mut(j) {
-                        *d = true;
-                    }
-                    if let Some((_, v)) = fields.get(j) {
-                        out.push(b',');
-                        put(out, v, utf8);
-                    }
-                }
-            }
-            out.push(b']');
-        } else {
-            put(out, value, utf8);
-        }
-    }
-    out.push(b'}');
+    out.truncate(start);
+    write_general(out, list);
 }
 
-/// [`write_event_json`] for a message of any length: keys compared directly, a
-/// field whose key appeared before is skipped.
-fn write_any(out: &mut Vec<u8>, msg: &Message<'_>, utf8: bool) {
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The common case: no key repeats and every key and value is printable ASCII other
+/// than `"` and `\`, so each goes into its JSON string as it is. The object's length
+/// is known beforehand; keys and values are copied (and checked) eight bytes at a
+/// time into room made for it, a word's bytes past the end of its string being
+/// overwritten by what follows. False if a byte needs escaping (`out` then holds
+/// garbage past its old length).
+fn write_plain(out: &mut Vec<u8>, headers: &[Header<'_>]) -> bool {
+    let text: usize = headers.iter().map(|h| h.key.len() + h.value.len()).sum();
+    // `{}`, and per header `"k":"v"` and a comma (one too many).
+    let len = 2 + text + 6 * headers.len();
+    let start = out.len();
+    // Room for the last word's overrun.
+    out.resize(start + len + 8, 0);
+    let Some(dst) = out.get_mut(start..) else {
+        return false;
+    };
+    let mut at = 0;
+    let mut plain = Plain::default();
+    put_byte(dst, &mut at, b'{');
+    for (i, h) in headers.iter().enumerate() {
+        if i > 0 {
+            put_byte(dst, &mut at, b',');
+        }
+        put_byte(dst, &mut at, b'"');
+        copy_checked(dst, &mut at, h.key, &mut plain);
+        put_byte(dst, &mut at, b'"');
+        put_byte(dst, &mut at, b':');
+        put_byte(dst, &mut at, b'"');
+        copy_checked(dst, &mut at, h.value, &mut plain);
+        put_byte(dst, &mut at, b'"');
+    }
+    put_byte(dst, &mut at, b'}');
+    out.truncate(start + at);
+    plain.holds()
+}
+
+#[inline]
+fn put_byte(dst: &mut [u8], at: &mut usize, b: u8) {
+    if let Some(d) = dst.get_mut(*at) {
+        *d = b;
+    }
+    *at += 1;
+}
+
+/// Copies `src` to `dst[at..]` in whole words (`dst` has eight bytes of room past
+/// the end of the copy), moves `at` past it and adds its bytes to `plain`.
+#[inline]
+fn copy_checked(dst: &mut [u8], at: &mut usize, src: &[u8], plain: &mut Plain) {
+    let mut chunks = src.chunks_exact(8);
+    for c in &mut chunks {
+        let w = c.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w));
+        plain.add(w);
+        store(dst, *at, w);
+        *at += 8;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Padded with plain bytes (`a`) past the remainder's own.
+        let w = load_word(rest) | (LO * u64::from(b'a')) << (8 * rest.len());
+        plain.add(w);
+        store(dst, *at, w);
+        *at += rest.len();
+    }
+}
+
+#[inline]
+fn store(dst: &mut [u8], at: usize, w: u64) {
+    if let Some(d) = dst.get_mut(at..).and_then(<[u8]>::first_chunk_mut::<8>) {
+        *d = w.to_le_bytes();
+    }
+}
+
+/// Whether every byte of the words added is plain: printable ASCII other than `"`
+/// and `\` (what goes into a JSON string as it is). Eight bytes at a time, with two
+/// accumulators: `any` gathers high bits (a byte of 0x80 or more), `all` keeps a
+/// byte's high bit only while every byte in its lane so far was at least 0x20 (adding
+/// 0x60 reaches 0x80), not `"` and not `\` (the XOR is not zero: adding 0x7F reaches
+/// 0x80). For ASCII bytes no addition carries into the next byte; a word with a
+/// byte of 0x80 or more fails through `any` whatever its carries did.
+#[derive(Debug, Clone, Copy)]
+struct Plain {
+    any: u64,
+    all: u64,
+}
+
+impl Default for Plain {
+    fn default() -> Self {
+        Plain {
+            any: 0,
+            all: u64::MAX,
+        }
+    }
+}
+
+impl Plain {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        const LOW7: u64 = LO * 0x7f;
+        let printable = w.wrapping_add(LO * 0x60);
+        let not_quote = (w ^ (LO * u64::from(b'"'))).wrapping_add(LOW7);
+        let not_backslash = (w ^ (LO * u64::from(b'\\'))).wrapping_add(LOW7);
+        self.any |= w;
+        self.all &= printable & not_quote & not_backslash;
+    }
+
+    fn holds(&self) -> bool {
+        (self.any | !self.all) & HI == 0
+    }
+}
+
+/// Any message: a repeated key becomes an array of its values at its first
+/// position; strings are escaped as needed, and bytes that are not UTF-8 are read as
+/// Latin-1 ([`decode_text`]).
+fn write_general(out: &mut Vec<u8>, list: &FieldList<'_>) {
+    let utf8 = list.text.text.is_some();
+    let headers = list.headers();
+    let mut done: SmallVec<[bool; INLINE_FIELDS]> = smallvec::smallvec![false; headers.len()];
     out.push(b'{');
     let mut first = true;
-    for (i, f) in msg.fields().enumerate() {
-        if !f.has_colon() {
+    for (i, h) in headers.iter().enumerate() {
+        if done.get(i).copied().unwrap_or(true) {
             continue;
         }
-        let key = f.key();
-        if msg
-            .fields()
-            .take(i)
-            .any(|g| g.has_colon() && g.key() == key)
-        {
-            continue;
+        let same = |g: &Header<'_>| g.head == h.head && g.key == h.key;
+        let repeated = list.repeats && headers.iter().skip(i + 1).any(same);
+        if !first {
+            out.push(b',');
         }
-        let mut values = msg
-            .fields()
-            .skip(i)
-            .filter(|g| g.has_colon() && g.key() == key)
-            .map(|g| g.value());
-        separator(out, &mut first);
-        put(out, key, utf8);
+        first = false;
+        put(out, h.key, utf8);
         out.push(b':');
-        let v0 = values.next().unwrap_or_default();
-        let mut rest = values.peekable();
-        if rest.peek().is_some() {
-            out.push(b'[');
-            put(out, v0, utf8);
-            for v in rest {
-                out.push(b',');
-                put(out, v, utf8);
-            }
-            out.push(b']');
-        } else {
-            put(out, v0, utf8);
+        if !repeated {
+            put(out, h.value, utf8);
+            continue;
         }
+        out.push(b'[');
+        put(out, h.value, utf8);
+        for (j, g) in headers.iter().enumerate().skip(i + 1) {
+            if same(g) {
+                if let Some(d) = done.get_mut(j) {
+                    *d = true;
+                }
+                out.push(b',');
+                put(out, g.value, utf8);
+            }
+        }
+        out.push(b']');
     }
     out.push(b'}');
 }
@@ -211,63 +311,6 @@ fn put(out: &mut Vec<u8>, bytes: &[u8], utf8: bool) {
     } else {
         write_json_string(out, &decode_text(bytes));
     }
-}
-
-/// A string known to need no escaping, quoted.
-fn put_plain(out: &mut Vec<u8>, bytes: &[u8], _utf8: bool) {
-    out.push(b'"');
-    out.extend_from_slice(bytes);
-    out.push(b'"');
-}
-
-/// True if every byte of `bytes` is printable ASCII other than `"` and `\`, or a
-/// line break (CR, LF): a message whose keys and values all go into JSON strings
-/// unchanged. Eight bytes at a time, each byte tested exactly (no borrow crosses a
-/// byte: every lane stays below 0x100).
-fn plain_text(bytes: &[u8]) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    // High bit of each lane set where the lane (below 0x80) equals `c`.
-    let eq = |x: u64, c: u8| !((x ^ (LO * u64::from(c))) + LOW7) & HI;
-    let plain = |x: u64| {
-        if x & HI != 0 {
-            return false;
-        }
-        let control = !(x + LO * (0x80 - 0x20)) & HI;
-        let bad = (control & !eq(x, b'\r') & !eq(x, b'\n')) | eq(x, b'"') | eq(x, b'\\');
-        bad == 0
-    };
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        if !plain(u64::from_le_bytes(w)) {
-            return false;
-        }
-    }
-    let rest = chunks.remainder();
-    // Padded with a byte that is plain.
-    let pad = (LO * u64::from(b'a'))
-        .checked_shl(8 * rest.len() as u32)
-        .unwrap_or(0);
-    plain(load_word(rest) | pad)
-}
-
-fn separator(out: &mut Vec<u8>, first: &mut bool) {
-    if !*first {
-        out.push(b',');
-    }
-    *first = false;
-}
-
-/// A signature of a header's key (from its length and its first and last eight
-/// bytes).
-fn signature(key: &[u8]) -> u32 {
-    let head = load_word(key);
-    let tail = load_word(key.get(key.len().saturating_sub(8)..).unwrap_or_default());
-    let h = (head ^ tail.rotate_left(29) ^ key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> 32) as u32
 }
 
 /// Which events are published: not noise (by name, ASCII case-insensitive), not of
@@ -352,22 +395,53 @@ mod tests {
     }
 
     #[test]
-    fn plain_text_is_exact_per_byte() {
-        assert!(plain_text(b""));
-        assert!(plain_text(
-            b"Event: Newchannel\r\nChannel: PJSIP/101-0000002a\r\n\r\n"
-        ));
-        // Every byte value, at every position of a word and in the tail.
-        for len in [1usize, 7, 8, 9, 16, 23] {
+    fn plain_is_exact_per_byte() {
+        // Every byte value in every lane of a word, after a plain word and before one.
+        for lane in 0..8 {
+            for b in 0..=255u8 {
+                let mut w = [b'a'; 8];
+                w[lane] = b;
+                let mut plain = Plain::default();
+                plain.add(u64::from_le_bytes(*b"plain ok"));
+                plain.add(u64::from_le_bytes(w));
+                plain.add(u64::from_le_bytes(*b"~plain }"));
+                let want = (0x20..0x80).contains(&b) && b != b'"' && b != b'\\';
+                assert_eq!(plain.holds(), want, "byte {b:#x} in lane {lane}");
+            }
+        }
+    }
+
+    /// The fast path and the general one write the same object for every byte value at
+    /// every position of keys and values of every length (word boundaries included).
+    #[test]
+    fn fast_and_general_paths_agree() {
+        for len in 1..=17 {
             for at in 0..len {
-                for b in 0..=255u8 {
-                    let mut v = vec![b'x'; len];
-                    v[at] = b;
-                    let want = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
-                        || b == b'\r'
-                        || b == b'\n'
-                        || b == 0x7f;
-                    assert_eq!(plain_text(&v), want, "byte {b:#x} at {at} of {len}");
+                for b in (0..=255u8)
+                    .step_by(3)
+                    .chain([b'"', b'\\', 0x7f, 0x80, 0xe2])
+                {
+                    let mut value = vec![b'v'; len];
+                    value[at] = b;
+                    let mut key = vec![b'K'; len];
+                    key[at] = if b.is_ascii_alphanumeric() { b } else { b'k' };
+                    let mut raw = b"Event: X\r\n".to_vec();
+                    raw.extend_from_slice(&key);
+                    raw.extend_from_slice(b": ");
+                    raw.extend_from_slice(&value);
+                    raw.extend_from_slice(b"\r\nTail: t\r\n\r\n");
+                    with_msg(&raw, |m| {
+                        let mut list = FieldList::new();
+                        list.read(m);
+                        let mut fast = b"[".to_vec();
+                        write_event_json_from(&mut fast, &list);
+                        let mut general = b"[".to_vec();
+                        write_general(&mut general, &list);
+                        assert_eq!(fast, general, "{b:#x} at {at} of {len}");
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&fast[1..]).expect("valid JSON");
+                        assert_eq!(v["Tail"], "t");
+                    });
                 }
             }
         }

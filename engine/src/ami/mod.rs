@@ -8,6 +8,7 @@
 //!   lists, backoff with jitter between attempts;
 //! - [`state`]: the PBX state model (channels, bridges, calls by `Linkedid`, queues,
 //!   endpoints), the event -> topic mapping, the `ami.calls` lifecycle and snapshots;
+//! - [`input`]: the byte stream, parsed where each read lies;
 //! - [`json`]: events as JSON, and the event filter;
 //! - [`gateway`]: the action gateway: grants, validation, server-built actions,
 //!   `ActionID` correlation, rate limits, results;
@@ -25,6 +26,7 @@
 //! before it is in it; everything after it reaches the new subscriber.
 
 pub mod gateway;
+pub mod input;
 pub mod json;
 pub mod session;
 pub mod state;
@@ -32,6 +34,8 @@ pub mod status;
 pub mod thread;
 
 use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
 
 use switchboard_proto::topic;
 
@@ -67,6 +71,42 @@ pub trait Sink {
 impl Sink for Vec<(String, Vec<u8>)> {
     fn publish(&mut self, topic: &str, data: &[u8]) {
         self.push((topic.to_owned(), data.to_vec()));
+    }
+}
+
+/// How much an [`Arena`] chunk holds: one allocation per this many bytes published.
+pub const ARENA_CHUNK: usize = 64 * 1024;
+
+/// The copies of what the AMI thread publishes, carved from shared chunks: the router
+/// gets each topic and data as a [`Bytes`] without an allocation per message (a
+/// chunk is freed when the router has dropped the last message cut from it, which
+/// is right after encoding it).
+#[derive(Debug, Default)]
+pub struct Arena {
+    chunk: BytesMut,
+    /// The last data copied, shared by [`Sink::republish`].
+    last: Bytes,
+}
+
+impl Arena {
+    /// A copy of `bytes`.
+    pub fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        if self.chunk.capacity() - self.chunk.len() < bytes.len() {
+            self.chunk = BytesMut::with_capacity(ARENA_CHUNK.max(bytes.len()));
+        }
+        self.chunk.extend_from_slice(bytes);
+        self.chunk.split().freeze()
+    }
+
+    /// A copy of a publish's data, remembered for [`shared`](Self::shared).
+    pub fn copy_data(&mut self, data: &[u8]) -> Bytes {
+        self.last = self.copy(data);
+        self.last.clone()
+    }
+
+    /// The last [`copy_data`](Self::copy_data), shared (for [`Sink::republish`]).
+    pub fn shared(&self) -> Bytes {
+        self.last.clone()
     }
 }
 

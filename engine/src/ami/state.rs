@@ -193,21 +193,21 @@ impl Pbx {
         if stateless && self.filter.is_noise(name) {
             return;
         }
-        let mut list = FieldList::EMPTY;
-        list.fill(msg);
-        let block = Block::from_list(&list, b"", msg);
+        let mut list = FieldList::new();
+        list.read(msg);
+        let block = Block::from_list(&list);
         let list_item =
             block.action_id.is_some() && (block.privilege.is_none() || LIST_ITEMS.contains(&name));
         if list_item && name.ends_with(b"Complete") {
             return;
         }
         if !list_item && self.filter.publishes_parts(name, block.privilege) {
-            self.publish_event(msg, &list, &block, out);
+            self.publish_event(&list, &block, out);
         }
         if stateless {
             return;
         }
-        let event = decode_text(name);
+        let event = block.text.of(name);
         self.apply(name, &event, msg, &block, now, out);
         if !self.resyncing && !self.batching {
             self.flush_updates(out);
@@ -279,17 +279,11 @@ impl Pbx {
 
     /// Publishes the event's `data` on `ami.events` and on the topic of every call
     /// it belongs to.
-    fn publish_event(
-        &mut self,
-        msg: &Message<'_>,
-        list: &FieldList<'_>,
-        block: &Block<'_>,
-        out: &mut impl Sink,
-    ) {
+    fn publish_event(&mut self, list: &FieldList<'_>, block: &Block<'_>, out: &mut impl Sink) {
         self.event_buf.clear();
         self.event_buf
             .extend_from_slice(br#"{"kind":"event","event":"#);
-        write_event_json_from(&mut self.event_buf, msg, list);
+        write_event_json_from(&mut self.event_buf, list);
         self.event_buf.push(b'}');
         out.publish(TOPIC_EVENTS, &self.event_buf);
         self.collect_targets(block);
@@ -312,7 +306,7 @@ impl Pbx {
         self.target_spans.clear();
         let (targets, spans) = (&mut self.targets, &mut self.target_spans);
         for &(kind, value) in block.refs.iter().take(block.ref_count) {
-            let value = decode_text(value);
+            let value = block.text.of(value);
             match kind {
                 Ref::Linkedid => add_target(targets, spans, &value),
                 Ref::Bridge => {
@@ -428,11 +422,12 @@ impl Pbx {
 
     /// The live channel a block names: by `Uniqueid`, else by `Channel` name.
     fn resolve(&self, block: &Block<'_>) -> Option<Arc<str>> {
-        if let Some(ch) = named(block.uniqueid).and_then(|u| self.channels.get(&*decode_text(u))) {
+        if let Some(ch) = named(block.uniqueid).and_then(|u| self.channels.get(&*block.text.of(u)))
+        {
             return Some(ch.uniqueid.clone());
         }
         named(block.channel)
-            .and_then(|n| self.names.get(&*decode_text(n)))
+            .and_then(|n| self.names.get(&*block.text.of(n)))
             .cloned()
     }
 

@@ -17,11 +17,12 @@ use bytes::Bytes;
 use switchboard_proto::ami::{Item, MessageKind, Parser};
 
 use super::gateway::{Caller, Done, Gateway, GatewaySettings};
+use super::input::Input;
 use super::json::EventFilter;
 use super::session::{Failure, Session, SessionConfig, Step};
 use super::state::Pbx;
 use super::status::AmiStatus;
-use super::{Millis, Sink};
+use super::{Arena, Millis, Sink};
 use crate::pubsub::link::{AmiEnd, ConnRef, Doorbell, FromAmi, ToAmi};
 use crate::uring::{BufRing, Completion, ConnectSpec, Kind, Ring, RingParams, Token};
 
@@ -105,8 +106,8 @@ struct Core {
     /// Bytes to write to the PBX, and whether a send is in flight.
     out: Vec<u8>,
     sending: bool,
-    /// The data of the last publish (see [`Sink::republish`]).
-    last_published: Bytes,
+    /// Where published topics and data are copied for the router.
+    arena: Arena,
 }
 
 /// Publishes into the router's queue; when it is full, rings the router and waits
@@ -117,8 +118,7 @@ struct RouterSink<'a> {
     bell: &'a Doorbell,
     dirty: &'a mut bool,
     status: &'a AmiStatus,
-    /// The data of the last publish, shared by a `republish` of it.
-    last: &'a mut Bytes,
+    arena: &'a mut Arena,
 }
 
 impl RouterSink<'_> {
@@ -142,26 +142,23 @@ impl RouterSink<'_> {
 
 impl Sink for RouterSink<'_> {
     fn publish(&mut self, topic: &str, data: &[u8]) {
-        let data = Bytes::copy_from_slice(data);
-        *self.last = data.clone();
+        let data = self.arena.copy_data(data);
         self.send(topic, data);
     }
 
     /// The data is the previous publish's (the trait's contract): its copy is shared.
     fn republish(&mut self, topic: &str, data: &[u8]) {
-        debug_assert_eq!(&self.last[..], data);
-        let data = self.last.clone();
-        self.send(topic, data);
+        let shared = self.arena.shared();
+        debug_assert_eq!(&shared[..], data);
+        self.send(topic, shared);
     }
 }
 
 impl RouterSink<'_> {
     fn send(&mut self, topic: &str, data: Bytes) {
         self.status.published.fetch_add(1, Relaxed);
-        self.push(FromAmi::Publish {
-            topic: topic.into(),
-            data,
-        });
+        let topic = self.arena.copy(topic.as_bytes());
+        self.push(FromAmi::Publish { topic, data });
     }
 }
 
@@ -173,7 +170,7 @@ macro_rules! sink {
             bell: &$core.router_bell,
             dirty: &mut $core.router_dirty,
             status: &$core.status,
-            last: &mut $core.last_published,
+            arena: &mut $core.arena,
         }
     };
 }
@@ -201,10 +198,10 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
         generation: 0,
         out: Vec::new(),
         sending: false,
-        last_published: Bytes::new(),
+        arena: Arena::default(),
     };
     let mut parser = Parser::client();
-    let mut input: Vec<u8> = Vec::new();
+    let mut input = Input::default();
     let mut completions = Vec::new();
     // The socket generation the parser's stream belongs to.
     let mut stream = core.generation;
@@ -259,7 +256,7 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
             // A new socket starts a new stream: the parser expects the banner again.
             stream = core.generation;
             parser = Parser::client();
-            input = Vec::new();
+            input.clear();
         }
     }
 }
@@ -356,25 +353,26 @@ impl Core {
         self.update_status();
     }
 
-    /// Bytes from the PBX: parsed and dispatched message by message.
+    /// Bytes from the PBX: parsed (where the kernel put them, see [`Input`]) and
+    /// dispatched message by message.
     fn received(
         &mut self,
         c: &Completion,
         bufs: &mut BufRing,
         parser: &mut Parser,
-        input: &mut Vec<u8>,
+        input: &mut Input,
     ) {
+        let now = now_ms();
         if c.result > 0
             && let Some(bid) = c.buffer_id()
         {
-            let data = bufs.take(bid, c.result as usize);
-            input.extend_from_slice(data);
-            bufs.recycle(bid);
             self.status
                 .bytes_received
                 .fetch_add(c.result as u64, Relaxed);
+            let data = bufs.take(bid, c.result as usize);
+            input.feed(data, |bytes| self.parse(bytes, parser, now));
+            bufs.recycle(bid);
         }
-        let now = now_ms();
         if c.result == 0 {
             self.fail(Failure::Closed, now);
             return;
@@ -394,14 +392,21 @@ impl Core {
         if !c.more() && self.socket == Socket::Open {
             self.ring.recv_multishot(self.token(Kind::Recv), RECV_GROUP);
         }
+        self.update_status();
+    }
+
+    /// Parses and dispatches the messages of `bytes` (the unconsumed input) and
+    /// returns how many bytes were consumed. A parse error ends the session.
+    fn parse(&mut self, bytes: &[u8], parser: &mut Parser, now: Millis) -> usize {
         let mut pos = 0;
+        let mut messages = 0;
         let mut failure = None;
         while self.socket == Socket::Open {
-            match parser.parse(&input[pos..]) {
+            match parser.parse(bytes.get(pos..).unwrap_or_default()) {
                 Ok((n, item)) => {
                     pos += n;
                     let Some(item) = item else { break };
-                    self.status.messages.fetch_add(1, Relaxed);
+                    messages += 1;
                     self.dispatch(&item, now);
                 }
                 Err(e) => {
@@ -410,11 +415,11 @@ impl Core {
                 }
             }
         }
-        input.drain(..pos);
+        self.status.messages.fetch_add(messages, Relaxed);
         if let Some(f) = failure {
             self.fail(f, now);
         }
-        self.update_status();
+        pos
     }
 
     /// One item from the PBX: a gateway's answer, or the session's business.

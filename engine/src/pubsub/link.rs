@@ -83,8 +83,8 @@ pub enum ToAmi {
 /// What the AMI thread sends the router.
 #[derive(Debug)]
 pub enum FromAmi {
-    /// Publish `data` (a JSON value) to `topic`.
-    Publish { topic: Box<str>, data: Bytes },
+    /// Publish `data` (a JSON value) to `topic` (UTF-8: copied from a `&str`).
+    Publish { topic: Bytes, data: Bytes },
     /// The snapshot asked for by barrier `id` of `shard`: `(topic, data)` messages.
     Snapshot {
         shard: u16,

@@ -276,9 +276,13 @@ impl Router {
     /// barriers, and action results.
     fn handle_ami(&mut self, msg: FromAmi) {
         match msg {
-            FromAmi::Publish { topic, data } => {
-                self.publish(&topic, &data);
-            }
+            FromAmi::Publish { topic, data } => match std::str::from_utf8(&topic) {
+                Ok(topic) => {
+                    self.publish(topic, &data);
+                }
+                // The AMI thread copies topics from `&str`: never the case.
+                Err(_) => tracing::error!("ami: a topic that is not UTF-8 was dropped"),
+            },
             FromAmi::Snapshot {
                 shard,
                 id,

@@ -64,7 +64,7 @@ impl Pbx {
         event: &str,
         out: &mut impl Sink,
     ) -> Option<Arc<str>> {
-        let uid_text = decode_text(named(b.uniqueid)?);
+        let uid_text = b.text.of(named(b.uniqueid)?);
         let generation = self.generation;
         if let Some(ch) = self.channels.get_mut(&*uid_text) {
             ch.seen = generation;

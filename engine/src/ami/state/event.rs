@@ -4,8 +4,8 @@
 
 use switchboard_proto::ami::Message;
 
-use super::super::json::FieldList;
-use switchboard_proto::swar::word_at;
+use super::super::json::{FieldList, Text};
+use switchboard_proto::swar::{load_word, word_at};
 
 /// The channel block of an event; fields absent from the event are `None`.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,8 @@ pub(super) struct Block<'a> {
     /// at most [`MAX_REFS`].
     pub refs: [(Ref, &'a [u8]); MAX_REFS],
     pub ref_count: usize,
+    /// The event's text, for the values above.
+    pub text: Text<'a>,
 }
 
 /// The most call references kept from one event (a transfer has about 8).
@@ -43,41 +45,68 @@ pub(super) enum Ref {
     Channel,
 }
 
+/// Sets the case bit (0x20) of every byte: ASCII letters become lower case, and for a
+/// lower-case letter `l`, `x | 0x20 == l` holds exactly for `l` and its upper case.
+const CASE: u64 = 0x2020_2020_2020_2020;
+
+/// The word a key spelled like `name` (lower-case letters, at most eight) has once
+/// its head ([`load_word`]) is folded with [`CASE`] (zero padding folds to 0x20, in
+/// both).
+const fn folded(name: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < name.len() && i < 8 {
+        w |= (name[i] as u64) << (8 * i);
+        i += 1;
+    }
+    w | CASE
+}
+
 /// ASCII case-insensitive equality with `letters`, a lower-case name made of
-/// letters only (then `x | 0x20 == l` holds exactly for `l` and its upper case);
-/// eight bytes at a time.
+/// letters only; eight bytes at a time.
+#[inline]
 fn eq_letters(k: &[u8], letters: &[u8]) -> bool {
-    const CASE: u64 = 0x2020_2020_2020_2020;
     let n = k.len();
     if n != letters.len() {
         return false;
     }
     if n < 8 {
-        return k.iter().zip(letters).all(|(a, b)| a | 0x20 == *b);
+        return load_word(k) | CASE == load_word(letters) | CASE;
     }
     let mut at = 0;
     while at + 8 < n {
-        if word_at(k, at) | CASE != word_at(letters, at) {
+        if word_at(k, at) | CASE != word_at(letters, at) | CASE {
             return false;
         }
         at += 8;
     }
-    word_at(k, n - 8) | CASE == word_at(letters, n - 8)
+    word_at(k, n - 8) | CASE == word_at(letters, n - 8) | CASE
 }
 
-/// The kind of reference a key is, by its suffix (ASCII case-insensitive).
-fn ref_kind(key: &[u8]) -> Option<Ref> {
-    let ends = |suffix: &[u8]| {
-        key.len() >= suffix.len()
-            && key
-                .get(key.len() - suffix.len()..)
-                .is_some_and(|k| eq_letters(k, suffix))
-    };
-    match key.last().map(u8::to_ascii_lowercase) {
-        Some(b'd') if ends(b"linkedid") => Some(Ref::Linkedid),
-        Some(b'd') if ends(b"bridgeuniqueid") => Some(Ref::Bridge),
-        Some(b'd') if ends(b"uniqueid") => Some(Ref::Uniqueid),
-        Some(b'l') if ends(b"channel") => Some(Ref::Channel),
+/// The kind of reference a key is, by its suffix (ASCII case-insensitive): the last
+/// eight bytes, folded, are `linkedid`, `uniqueid` (`bridgeuniqueid` is a bridge) or
+/// `?channel`.
+#[inline]
+fn ref_kind(key: &[u8], head: u64) -> Option<Ref> {
+    const LINKEDID: u64 = folded(b"linkedid");
+    const UNIQUEID: u64 = folded(b"uniqueid");
+    const CHANNEL: u64 = folded(b"channel");
+    let n = key.len();
+    if n < 8 {
+        return (n == 7 && head | CASE == CHANNEL).then_some(Ref::Channel);
+    }
+    let tail = word_at(key, n - 8) | CASE;
+    match tail {
+        LINKEDID => Some(Ref::Linkedid),
+        UNIQUEID => {
+            let bridge = n >= 14
+                && key
+                    .get(n - 14..n - 8)
+                    .is_some_and(|p| eq_letters(p, b"bridge"));
+            Some(if bridge { Ref::Bridge } else { Ref::Uniqueid })
+        }
+        // The last seven bytes are `channel`: the word's top seven bytes.
+        _ if tail >> 8 == CHANNEL & (u64::MAX >> 8) => Some(Ref::Channel),
         _ => None,
     }
 }
@@ -99,6 +128,7 @@ impl Default for Block<'_> {
             action_id: None,
             refs: [(Ref::Linkedid, &[]); MAX_REFS],
             ref_count: 0,
+            text: Text::default(),
         }
     }
 }
@@ -109,79 +139,84 @@ pub(super) fn named(v: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 impl<'a> Block<'a> {
-    /// The block whose keys start with `prefix` (ASCII case-insensitive; `b""` for
-    /// the event's own channel, which also collects `Privilege`, `ActionID` and
-    /// the call references). The first of a repeated key wins.
+    /// The block whose keys start with `prefix` (ASCII case-insensitive; e.g. `Dest`).
+    /// The first of a repeated key wins.
     pub fn read(msg: &Message<'a>, prefix: &[u8]) -> Self {
-        let pairs = msg
-            .fields()
-            .filter(|f| f.has_colon())
-            .map(|f| (f.key(), f.value()));
-        Self::from_pairs(pairs, prefix)
-    }
-
-    /// [`read`](Self::read) from headers already read.
-    pub fn from_list(list: &FieldList<'a>, prefix: &[u8], msg: &Message<'a>) -> Self {
-        if list.is_complete() {
-            Self::from_pairs(list.pairs().iter().copied(), prefix)
-        } else {
-            Self::read(msg, prefix)
-        }
-    }
-
-    fn from_pairs(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>, prefix: &[u8]) -> Self {
-        let mut b = Block::default();
-        let own = prefix.is_empty();
-        for (key, value) in pairs {
-            let rest = if own {
-                key
-            } else {
-                match key.split_at_checked(prefix.len()) {
-                    Some((p, rest)) if p.eq_ignore_ascii_case(prefix) => rest,
-                    _ => continue,
-                }
+        let mut b = Block {
+            text: Text::new(msg.raw()),
+            ..Block::default()
+        };
+        for f in msg.fields().filter(|f| f.has_colon()) {
+            let rest = match f.key().split_at_checked(prefix.len()) {
+                Some((p, rest)) if p.eq_ignore_ascii_case(prefix) => rest,
+                _ => continue,
             };
-            if own
-                && b.ref_count < MAX_REFS
-                && named(Some(value)).is_some()
-                && let (Some(kind), Some(slot)) = (ref_kind(key), b.refs.get_mut(b.ref_count))
-            {
-                *slot = (kind, value);
-                b.ref_count += 1;
+            if prefix.is_empty() {
+                b.add_ref(rest, load_word(rest), f.value());
             }
-            if let Some(slot) = b.slot(rest, own)
-                && slot.is_none()
-            {
-                *slot = Some(value);
-            }
+            b.set(rest, load_word(rest), f.value(), prefix.is_empty());
         }
         b
     }
 
-    /// Where the value of the (unprefixed) key `k` goes: one candidate by length
-    /// and first letter, then one comparison.
-    fn slot(&mut self, k: &[u8], own: bool) -> Option<&mut Option<&'a [u8]>> {
-        let first = k.first()?.to_ascii_lowercase();
-        let (name, slot): (&[u8], _) = match (k.len(), first) {
-            (7, b'c') if k.get(1).is_some_and(|c| c.eq_ignore_ascii_case(&b'h')) => {
-                (b"channel", &mut self.channel)
-            }
-            (7, b'c') => (b"context", &mut self.context),
-            (5, b'e') => (b"exten", &mut self.exten),
-            (8, b'u') => (b"uniqueid", &mut self.uniqueid),
-            (8, b'l') => (b"linkedid", &mut self.linkedid),
-            (8, b'a') if own => (b"actionid", &mut self.action_id),
-            (9, b'p') if own => (b"privilege", &mut self.privilege),
-            (11, b'c') => (b"calleridnum", &mut self.cid_num),
-            (12, b'c') if k.get(2).is_some_and(|c| c.eq_ignore_ascii_case(&b'a')) => {
-                (b"channelstate", &mut self.state)
-            }
-            (12, b'c') => (b"calleridname", &mut self.cid_name),
-            (16, b'c') => (b"connectedlinenum", &mut self.conn_num),
-            (17, b'c') => (b"connectedlinename", &mut self.conn_name),
+    /// The event's own block (no prefix), with `Privilege`, `ActionID` and the call
+    /// references, from the headers already read.
+    pub fn from_list(list: &FieldList<'a>) -> Self {
+        let mut b = Block {
+            text: list.text,
+            ..Block::default()
+        };
+        for h in list.headers() {
+            b.add_ref(h.key, h.head, h.value);
+            b.set(h.key, h.head, h.value, true);
+        }
+        b
+    }
+
+    #[inline]
+    fn add_ref(&mut self, key: &[u8], head: u64, value: &'a [u8]) {
+        if self.ref_count < MAX_REFS
+            && let Some(kind) = ref_kind(key, head)
+            && named(Some(value)).is_some()
+            && let Some(slot) = self.refs.get_mut(self.ref_count)
+        {
+            *slot = (kind, value);
+            self.ref_count += 1;
+        }
+    }
+
+    #[inline]
+    fn set(&mut self, key: &[u8], head: u64, value: &'a [u8], own: bool) {
+        if let Some(slot) = self.slot(key, head, own)
+            && slot.is_none()
+        {
+            *slot = Some(value);
+        }
+    }
+
+    /// Where the value of the (unprefixed) key `k`, whose first eight bytes are
+    /// `head`, goes: candidates by length and folded head, the rest (past eight
+    /// bytes) compared only then.
+    #[inline]
+    fn slot(&mut self, k: &[u8], head: u64, own: bool) -> Option<&mut Option<&'a [u8]>> {
+        let h = head | CASE;
+        let rest = |letters: &[u8]| k.get(8..).is_some_and(|r| eq_letters(r, letters));
+        let slot = match k.len() {
+            5 if h == folded(b"exten") => &mut self.exten,
+            7 if h == folded(b"channel") => &mut self.channel,
+            7 if h == folded(b"context") => &mut self.context,
+            8 if h == folded(b"uniqueid") => &mut self.uniqueid,
+            8 if h == folded(b"linkedid") => &mut self.linkedid,
+            8 if own && h == folded(b"actionid") => &mut self.action_id,
+            9 if own && h == folded(b"privileg") && rest(b"e") => &mut self.privilege,
+            11 if h == folded(b"callerid") && rest(b"num") => &mut self.cid_num,
+            12 if h == folded(b"callerid") && rest(b"name") => &mut self.cid_name,
+            12 if h == folded(b"channels") && rest(b"tate") => &mut self.state,
+            16 if h == folded(b"connecte") && rest(b"dlinenum") => &mut self.conn_num,
+            17 if h == folded(b"connecte") && rest(b"dlinename") => &mut self.conn_name,
             _ => return None,
         };
-        eq_letters(k, name).then_some(slot)
+        Some(slot)
     }
 
     /// A full channel snapshot: a Uniqueid and a state (CEL and CDR records carry
@@ -206,10 +241,19 @@ mod tests {
         assert!(!eq_letters(b"ConnectedLineNamf", b"connectedlinename"));
         assert!(!eq_letters(b"Channe@", b"channel"));
         assert!(eq_letters(b"", b""));
-        assert_eq!(ref_kind(b"DestLinkedID"), Some(Ref::Linkedid));
-        assert_eq!(ref_kind(b"ToBridgeUniqueid"), Some(Ref::Bridge));
-        assert_eq!(ref_kind(b"TransfereeUniqueid"), Some(Ref::Uniqueid));
-        assert_eq!(ref_kind(b"LocalOneChannel"), Some(Ref::Channel));
-        assert_eq!(ref_kind(b"ChannelState"), None);
+        let kind = |k: &[u8]| ref_kind(k, load_word(k));
+        assert_eq!(kind(b"DestLinkedID"), Some(Ref::Linkedid));
+        assert_eq!(kind(b"Linkedid"), Some(Ref::Linkedid));
+        assert_eq!(kind(b"ToBridgeUniqueid"), Some(Ref::Bridge));
+        assert_eq!(kind(b"BridgeUniqueid"), Some(Ref::Bridge));
+        assert_eq!(kind(b"TransfereeUniqueid"), Some(Ref::Uniqueid));
+        assert_eq!(kind(b"LocalOneChannel"), Some(Ref::Channel));
+        assert_eq!(kind(b"Channel"), Some(Ref::Channel));
+        assert_eq!(kind(b"CHANNEL"), Some(Ref::Channel));
+        assert_eq!(kind(b"hannel"), None);
+        assert_eq!(kind(b"Channel1"), None);
+        assert_eq!(kind(b"ChannelState"), None);
+        assert_eq!(kind(b"Uniqueid2"), None);
+        assert_eq!(kind(b"Bridge"), None);
     }
 }
