@@ -354,13 +354,13 @@ impl EventFilter {
     /// `Privilege:` (if any) holds neither `security` nor `system`.
     pub fn publishes(&self, msg: &Message<'_>) -> bool {
         msg.event()
-            .is_some_and(|name| self.publishes_parts(name, msg.get("Privilege")))
+            .is_some_and(|name| !self.is_noise(name) && Self::class_allowed(msg.get("Privilege")))
     }
 
-    /// [`publishes`](Self::publishes) for an event's name and `Privilege:` value
-    /// already found.
-    pub fn publishes_parts(&self, name: &[u8], privilege: Option<&[u8]>) -> bool {
-        !self.is_noise(name) && privilege.is_none_or(|p| !restricted_class(p))
+    /// True unless a `Privilege:` value (if any) names the `security` or `system`
+    /// class.
+    pub fn class_allowed(privilege: Option<&[u8]>) -> bool {
+        privilege.is_none_or(|p| !restricted_class(p))
     }
 }
 

@@ -190,7 +190,8 @@ impl Pbx {
             return;
         };
         let stateless = STATELESS.iter().any(|s| s.eq_ignore_ascii_case(name));
-        if stateless && self.filter.is_noise(name) {
+        let noise = self.filter.is_noise(name);
+        if stateless && noise {
             return;
         }
         let mut list = FieldList::new();
@@ -201,7 +202,7 @@ impl Pbx {
         if list_item && name.ends_with(b"Complete") {
             return;
         }
-        if !list_item && self.filter.publishes_parts(name, block.privilege) {
+        if !list_item && !noise && EventFilter::class_allowed(block.privilege) {
             self.publish_event(&list, &block, out);
         }
         if stateless {
