@@ -137,7 +137,7 @@ fn main() {
                 None => break,
             }
         }
-        pbx.end_batch(sink);
+        pbx.end_batch(1_795_248_000_000 + events / 1000, sink);
         pos
     };
     for _ in 0..passes {

@@ -80,6 +80,18 @@ const STATELESS: [&[u8]; 5] = [b"VarSet", b"CEL", b"Cdr", b"RTCPSent", b"RTCPRec
 /// The `event` of the `update`s published at the end of a resync.
 const RESYNC_EVENT: &str = "Resync";
 
+/// A queue with more entries (callers and members) than this is a big queue: its
+/// `update`, which lists every entry, is published at most every
+/// [`BIG_QUEUE_UPDATE_MS`] (the last change always gets one: the queue stays dirty
+/// until then). A busy call centre's queue of a thousand waiting callers changes
+/// hundreds of times a second; re-rendering it for each change would cost the AMI
+/// thread more than all the events. Smaller queues get an `update` per change (per
+/// batch).
+pub const BIG_QUEUE: usize = 100;
+
+/// How often a big queue's `update` is published at most.
+pub const BIG_QUEUE_UPDATE_MS: Millis = 250;
+
 /// The PBX state model; see the module docs.
 pub struct Pbx {
     filter: EventFilter,
@@ -211,7 +223,7 @@ impl Pbx {
         let event = block.text.of(name);
         self.apply(name, &event, msg, &block, now, out);
         if !self.resyncing && !self.batching {
-            self.flush_updates(out);
+            self.flush_updates(now, out);
         }
     }
 
@@ -239,11 +251,18 @@ impl Pbx {
         self.batching = true;
     }
 
-    /// Ends a batch: publishes the `update`s it held back.
-    pub fn end_batch(&mut self, out: &mut impl Sink) {
+    /// Ends a batch: publishes the `update`s it held back (see
+    /// [`flush_updates`](Self::flush_updates) for big queues).
+    pub fn end_batch(&mut self, now: Millis, out: &mut impl Sink) {
         self.batching = false;
-        if !self.resyncing {
-            self.flush_updates(out);
+        self.tick(now, out);
+    }
+
+    /// Publishes the `update`s that are due: those of big queues held back
+    /// ([`BIG_QUEUE`]). Called at least every 100 ms.
+    pub fn tick(&mut self, now: Millis, out: &mut impl Sink) {
+        if !self.resyncing && !self.batching {
+            self.flush_updates(now, out);
         }
     }
 
@@ -275,7 +294,7 @@ impl Pbx {
         self.bridges.retain(|_, b| !b.channels.is_empty());
         self.resync_queues(generation);
         self.announce_new_calls(now, out);
-        self.flush_updates(out);
+        self.flush_updates(now, out);
     }
 
     /// Publishes the event's `data` on `ami.events` and on the topic of every call

@@ -250,7 +250,7 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
                 _ => {}
             }
         }
-        core.pbx.end_batch(&mut sink!(core));
+        core.pbx.end_batch(now_ms(), &mut sink!(core));
         bufs.publish();
         if stream != core.generation {
             // A new socket starts a new stream: the parser expects the banner again.
@@ -276,6 +276,7 @@ impl Core {
         for done in self.gateway.expire(now) {
             self.result(done);
         }
+        self.pbx.tick(now, &mut sink!(self));
         if self.socket == Socket::Idle && self.session.connect_due(now) {
             self.connect(address, now);
         }

@@ -271,6 +271,8 @@ pub(super) struct Queue {
     pub dirty: bool,
     /// The event that last changed it (the `event` of its `update`).
     pub changed_by: String,
+    /// When its last `update` was published.
+    pub updated_ms: Millis,
 }
 
 /// An endpoint (device), keyed by name.

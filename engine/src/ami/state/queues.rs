@@ -9,7 +9,7 @@ use super::super::{Millis, PREFIX_ENDPOINT, PREFIX_QUEUE, Sink, topic_segment};
 use super::event::{Block, named};
 use super::model::{Caller, Endpoint, Id, Member, Queue, arc, parse_bool, parse_u64, set_text};
 use super::render::{Obj, write_endpoint, write_queue};
-use super::{MAX_ENDPOINTS, MAX_QUEUE_ENTRIES, MAX_QUEUES, Pbx};
+use super::{BIG_QUEUE, BIG_QUEUE_UPDATE_MS, MAX_ENDPOINTS, MAX_QUEUE_ENTRIES, MAX_QUEUES, Pbx};
 
 /// An endpoint's state before any `DeviceStateChange`.
 const UNKNOWN_STATE: &str = "UNKNOWN";
@@ -81,6 +81,7 @@ impl Pbx {
                 members: Vec::new(),
                 dirty: false,
                 changed_by: String::new(),
+                updated_ms: 0,
             },
         );
         self.queue_dirty(&k, event);
@@ -373,14 +374,27 @@ impl Pbx {
     }
 
     /// Publishes the `update` of every queue and endpoint changed since the last
-    /// flush; forgets endpoints with no channel and no known state.
-    pub(super) fn flush_updates(&mut self, out: &mut impl Sink) {
+    /// flush (a big queue's only once [`BIG_QUEUE_UPDATE_MS`] have passed since its
+    /// last one: it stays dirty until then); forgets endpoints with no channel and no
+    /// known state.
+    pub(super) fn flush_updates(&mut self, now: Millis, out: &mut impl Sink) {
         let mut list = std::mem::take(&mut self.dirty_queues);
-        for key in &list {
-            let Some(q) = self.queues.get_mut(key) else {
+        let mut kept = 0;
+        for i in 0..list.len() {
+            let Some(key) = list.get(i).cloned() else {
+                break;
+            };
+            let Some(q) = self.queues.get_mut(&key) else {
                 continue;
             };
+            let big = q.callers.len() + q.members.len() > BIG_QUEUE;
+            if big && now < q.updated_ms.saturating_add(BIG_QUEUE_UPDATE_MS) {
+                list.swap(kept, i);
+                kept += 1;
+                continue;
+            }
             q.dirty = false;
+            q.updated_ms = now;
             self.buf.clear();
             let mut o = Obj::new(&mut self.buf);
             o.str("kind", "update").str("event", &q.changed_by);
@@ -391,7 +405,7 @@ impl Pbx {
             self.topic.push_str(&topic_segment(&q.name));
             out.publish(&self.topic, &self.buf);
         }
-        list.clear();
+        list.truncate(kept);
         self.dirty_queues = list;
         let mut list = std::mem::take(&mut self.dirty_endpoints);
         for key in &list {

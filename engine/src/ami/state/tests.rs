@@ -78,7 +78,7 @@ impl Feeder {
                 }
             }
             if self.batches {
-                pbx.end_batch(out);
+                pbx.end_batch(self.clock, out);
             }
             self.buf.drain(..pos);
         }
@@ -1192,4 +1192,80 @@ fn batches_coalesce_updates_and_change_nothing_else() {
         "{n_batched} updates batched vs {n_each}"
     );
     assert_eq!(last_each, last_batched);
+}
+
+/// A queue with more than `BIG_QUEUE` entries gets at most one `update` per
+/// `BIG_QUEUE_UPDATE_MS`, and always one with its final state (published by `tick`
+/// once due); a small queue gets one per change.
+#[test]
+fn big_queues_are_updated_at_most_every_interval_and_always_last() {
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut out = Pubs::new();
+    pbx.set_connected(true, &mut out);
+    let join = |queue: &str, i: usize| {
+        format!(
+            "Event: QueueCallerJoin\nPrivilege: agent,all\nQueue: {queue}\nChannel: SIP/c-{queue}{i}\n\
+             ChannelState: 6\nUniqueid: {queue}.{i}\nLinkedid: {queue}.{i}\nPosition: {}\n\
+             Count: {}\n\n",
+            i + 1,
+            i + 1
+        )
+    };
+    let callers = |pubs: &Pubs, topic: &str| -> Vec<usize> {
+        pubs.iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, d)| json(d)["queue"]["callers"].as_array().map_or(0, Vec::len))
+            .collect()
+    };
+    // 1,000 callers join, one event a millisecond.
+    const N: usize = 1000;
+    let start = 1_000_000;
+    let mut now = start;
+    for i in 0..N {
+        apply_text(&mut pbx, &join("big", i), now, &mut out);
+        now += 1;
+    }
+    now -= 1;
+    let updates = callers(&out, "ami.queue.big");
+    // One per change up to BIG_QUEUE callers (the last at start + BIG_QUEUE - 1), then
+    // one per interval.
+    let last_small = start + BIG_QUEUE as u64 - 1;
+    let throttled = ((now - last_small) / BIG_QUEUE_UPDATE_MS) as usize;
+    assert_eq!(updates.len(), BIG_QUEUE + throttled, "{updates:?}");
+    assert_eq!(updates.get(..3), Some(&[1, 2, 3][..]));
+    let first_held = BIG_QUEUE + BIG_QUEUE_UPDATE_MS as usize;
+    assert_eq!(updates.get(BIG_QUEUE), Some(&first_held));
+    assert!(
+        updates.last() < Some(&N),
+        "the last change is still held back"
+    );
+    // Held back until due; then its final state.
+    pbx.tick(now, &mut out);
+    assert_eq!(callers(&out, "ami.queue.big").len(), updates.len());
+    pbx.tick(now + BIG_QUEUE_UPDATE_MS, &mut out);
+    let updates = callers(&out, "ami.queue.big");
+    assert_eq!(updates.last(), Some(&N));
+    pbx.tick(now + 10 * BIG_QUEUE_UPDATE_MS, &mut out);
+    assert_eq!(
+        callers(&out, "ami.queue.big"),
+        updates,
+        "nothing more to say"
+    );
+    // A small queue: one update per change.
+    for i in 0..20 {
+        apply_text(&mut pbx, &join("small", i), now, &mut out);
+    }
+    assert_eq!(
+        callers(&out, "ami.queue.small"),
+        (1..=20).collect::<Vec<_>>()
+    );
+    // The snapshot of the big queue has every caller.
+    let mut snap = Pubs::new();
+    pbx.snapshot("ami.queue.big", false, &mut snap);
+    let q = snap
+        .iter()
+        .find(|(t, _)| t == "ami.queue.big")
+        .map(|(_, d)| json(d))
+        .expect("a snapshot of the queue");
+    assert_eq!(q["queue"]["callers"].as_array().map(Vec::len), Some(N));
 }
