@@ -158,6 +158,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "65536", value_parser = parse_count)]
     pub history_topics: u32,
 
+    /// Bytes of history kept over all topics (each message's frame, event and topic
+    /// name, plus a fixed overhead); past it, the oldest message of any topic leaves
+    /// first (0: no history).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub history_bytes: usize,
+
     /// How long `GET /poll` holds a request that has nothing to answer yet.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub poll_timeout: Duration,

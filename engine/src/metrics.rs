@@ -615,7 +615,7 @@ impl Registry {
         }
 
         let r = &self.router;
-        let router: [(&str, &str, &str, &AtomicU64); 9] = [
+        let router: [(&str, &str, &str, &AtomicU64); 11] = [
             (
                 "switchboard_history_messages",
                 "gauge",
@@ -627,6 +627,18 @@ impl Registry {
                 "counter",
                 "Topics forgotten because --history-topics was reached.",
                 &r.history_topics_evicted,
+            ),
+            (
+                "switchboard_history_bytes",
+                "gauge",
+                "Bytes retained in history over all topics, as --history-bytes counts them.",
+                &r.history_bytes,
+            ),
+            (
+                "switchboard_history_budget_evictions_total",
+                "counter",
+                "Messages that left history because --history-bytes was reached.",
+                &r.history_budget_evictions,
             ),
             (
                 "switchboard_router_replays_total",

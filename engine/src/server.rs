@@ -214,6 +214,7 @@ pub fn start(args: &ServeArgs) -> Result<Running> {
             size: args.history_size,
             ttl: (!args.history_ttl.is_zero()).then_some(args.history_ttl),
             topics: args.history_topics as usize,
+            bytes: args.history_bytes,
         },
     };
     let shards = usize::from(args.shards.unwrap_or_else(|| {

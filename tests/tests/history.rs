@@ -371,3 +371,47 @@ fn the_topic_limit_forgets_the_oldest_topic() {
         json!({"topic":"lt.c","seq":1,"data":4})
     );
 }
+
+/// PROTOCOL.md "History": `--history-bytes` bounds history over all topics. Past it the
+/// oldest messages of the whole server leave first (counted in `/metrics`): a resume
+/// from before them gets a reset for their topic, while the newest topic's history is
+/// still complete.
+#[test]
+fn the_byte_budget_evicts_the_oldest_messages_of_all_topics() {
+    const BUDGET: f64 = 64.0 * 1024.0;
+    const TOPICS: usize = 100;
+    let server = Server::start(&["--shards", "1", "--history-bytes", "64KiB"]);
+    let addr = server.addr();
+    let mut ws = ws_connect(&server.ws_url("/ws?topic=hb.start"));
+    publish(addr, "hb.start", b"0");
+    let pos = next_json_raw(&mut ws)["pos"].as_str().unwrap().to_string();
+    // About 1.4 KB of history each (frame, event, overhead): 200 of them pass 64 KiB.
+    let body = json!("x".repeat(500)).to_string();
+    let mut conn = HttpConn::connect(addr).unwrap();
+    for t in 0..TOPICS {
+        for seq in 1..=2 {
+            assert_eq!(
+                publish_on(&mut conn, &format!("hb.t{t}"), body.as_bytes()),
+                seq
+            );
+        }
+    }
+    let m = metrics(addr);
+    let bytes = metric_sum(&m, "switchboard_history_bytes").expect("the gauge");
+    assert!(bytes > 0.0 && bytes <= BUDGET, "{m}");
+    assert!(
+        metric_sum(&m, "switchboard_history_budget_evictions_total").is_some_and(|n| n > 0.0),
+        "{m}"
+    );
+    let last = format!("hb.t{}", TOPICS - 1);
+    let url = format!("/ws?topic=hb.t0&topic={last}&since={pos}");
+    let mut again = ws_connect(&server.ws_url(&url));
+    assert_eq!(
+        next_json(&mut again),
+        json!({"topic":"hb.t0","reset":true,"seq":2})
+    );
+    for seq in 1..=2 {
+        let v = next_json(&mut again);
+        assert_eq!((&v["topic"], &v["seq"]), (&json!(last), &json!(seq)), "{v}");
+    }
+}

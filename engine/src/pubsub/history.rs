@@ -1,13 +1,16 @@
 //! The router's memory of topics: each topic's sequence number and a bounded ring of its
 //! last messages (already encoded, shared `Arc<Message>`s, so a replay encodes nothing),
 //! and the replay of what a set of patterns had after a position. Everything here is
-//! bounded: `size` messages and `ttl` per topic, `topics` topics. Owned by the router
-//! thread alone; pure logic (the caller passes the time), unit-tested below.
+//! bounded: `size` messages and `ttl` per topic, `topics` topics, and `bytes` over all
+//! topics (the router-wide oldest message leaves first). Owned by the router thread
+//! alone; pure logic (the caller passes the time), unit-tested below.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+use switchboard_proto::topic;
 
 use super::link::Message;
 
@@ -21,12 +24,38 @@ pub struct HistoryLimits {
     /// Topics the router remembers at most (sequence number and history); past it the
     /// topic published least recently is forgotten.
     pub topics: usize,
+    /// Bytes retained over all topics at most (each message counted by [`cost`]); past
+    /// it the oldest message of the whole router leaves first (0: no history).
+    pub bytes: usize,
 }
 
 /// Most messages one replay hands a connection; older ones are cut and reported with a
 /// `reset` for their topic (a subtree with many busy topics could otherwise queue
 /// `topics x size` messages at once).
 pub const MAX_REPLAY_MESSAGES: usize = 4096;
+
+/// What a retained message costs beyond its bytes (frame, event, topic name), on a 64-bit
+/// target: the `Arc`'s counters (16) and the `Message` (128: the topic's box, two
+/// numbers, three `Bytes`), the ring slot (24: time and pointer), the publish-order
+/// entry (8), and the heap blocks behind the topic name and the two buffers (the shared
+/// header `Bytes` puts in front of a sliced buffer, and the allocator's own per-block
+/// overhead: ~80). Rounded up; a unit test checks the in-memory parts fit.
+pub const MESSAGE_OVERHEAD: usize = 256;
+
+/// Recently forgotten topics remembered by name, so that a resume is reset only for the
+/// patterns that could match one; past it, the oldest is dropped into `forgotten_floor`
+/// and every resume from before it is reset for all its patterns.
+pub const FORGOTTEN_KEPT: usize = 4096;
+
+/// Publish-order entries allowed beyond twice the retained messages before the stale ones
+/// are dropped (amortised: a compaction after at least this many publishes).
+const ORDER_SLACK: usize = 1024;
+
+/// What a retained message counts against [`HistoryLimits::bytes`]. `envelope` is a slice
+/// of `ws_frame`'s bytes, so it is not counted again.
+pub fn cost(msg: &Message) -> usize {
+    msg.ws_frame.len() + msg.sse_event.len() + msg.topic.len() + MESSAGE_OVERHEAD
+}
 
 #[derive(Debug)]
 struct Retained {
@@ -46,6 +75,26 @@ struct TopicState {
     ring: VecDeque<Retained>,
 }
 
+/// What the rings hold over all topics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Usage {
+    messages: usize,
+    /// Sum of [`cost`].
+    bytes: usize,
+}
+
+impl Usage {
+    fn add(&mut self, msg: &Message) {
+        self.messages += 1;
+        self.bytes += cost(msg);
+    }
+
+    fn remove(&mut self, msg: &Message) {
+        self.messages -= 1;
+        self.bytes -= cost(msg);
+    }
+}
+
 /// A subscription pattern as the router sees it: a topic, or the prefix of a subtree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pattern<'a> {
@@ -59,6 +108,16 @@ impl Pattern<'_> {
             format!("{}.*", self.name).into()
         } else {
             self.name.into()
+        }
+    }
+
+    /// Whether topic `name` is this topic or lies below this subtree (the protocol's
+    /// rule).
+    fn matches(&self, name: &str) -> bool {
+        if self.subtree {
+            topic::Pattern::Subtree(self.name).matches(name)
+        } else {
+            topic::Pattern::Exact(self.name).matches(name)
         }
     }
 }
@@ -77,13 +136,24 @@ pub struct History {
     /// Topics by the router-wide sequence number of their last message: the first is
     /// the one published least recently.
     lru: BTreeMap<u64, Box<str>>,
-    /// The newest router-wide sequence number of any topic forgotten so far: a position
-    /// older than this may have missed messages of a topic the router no longer knows.
-    forgotten_gseq: u64,
-    /// Messages retained over all topics.
-    retained: usize,
+    /// Every retained message in publish order (gseq increasing), plus stale entries for
+    /// messages that already left their ring another way (size, age, a forgotten topic):
+    /// those are skipped when met, and dropped all at once when they outnumber the live
+    /// ones (see `compact_order`). A `Weak` costs
+    /// no allocation per publish, and names the topic while the message lives.
+    order: VecDeque<Weak<Message>>,
+    /// Recently forgotten topics, oldest first: `(name, router-wide sequence number of
+    /// its last message)`, at most [`FORGOTTEN_KEPT`].
+    forgotten: VecDeque<(Box<str>, u64)>,
+    /// The newest last sequence number of the topics dropped from `forgotten`: a
+    /// position older than this may have missed messages of a topic no longer known by
+    /// name, for any pattern.
+    forgotten_floor: u64,
+    usage: Usage,
     /// Topics forgotten because the `topics` limit was reached.
     pub evicted_topics: u64,
+    /// Messages that left history because of the `bytes` limit.
+    pub budget_evictions: u64,
 }
 
 impl History {
@@ -95,9 +165,12 @@ impl History {
             },
             topics: BTreeMap::new(),
             lru: BTreeMap::new(),
-            forgotten_gseq: 0,
-            retained: 0,
+            order: VecDeque::new(),
+            forgotten: VecDeque::new(),
+            forgotten_floor: 0,
+            usage: Usage::default(),
             evicted_topics: 0,
+            budget_evictions: 0,
         }
     }
 
@@ -113,11 +186,17 @@ impl History {
 
     /// Messages retained over all topics.
     pub fn retained(&self) -> usize {
-        self.retained
+        self.usage.messages
+    }
+
+    /// Bytes retained over all topics (the sum of [`cost`]).
+    pub fn retained_bytes(&self) -> usize {
+        self.usage.bytes
     }
 
     /// Sequences the message with router-wide number `gseq` on `topic`: `make` builds it
-    /// from its per-topic `seq`; it is kept in the topic's ring (oldest out first).
+    /// from its per-topic `seq`; it is kept in the topic's ring (oldest out first), then
+    /// the router-wide oldest messages leave until the byte budget holds again.
     pub fn publish(
         &mut self,
         topic: &str,
@@ -144,23 +223,68 @@ impl History {
         state.last_gseq = gseq;
         state.seq += 1;
         let msg = Arc::new(make(state.seq));
-        self.retained -= expire(state, self.limits.ttl, now);
+        expire(state, self.limits.ttl, now, &mut self.usage);
         if self.limits.size == 0 {
             state.evicted_gseq = gseq;
             return msg;
         }
-        if state.ring.len() == self.limits.size
-            && let Some(old) = state.ring.pop_front()
-        {
-            state.evicted_gseq = old.msg.gseq;
-            self.retained -= 1;
+        if cost(&msg) > self.limits.bytes {
+            // It would leave at once, after every older message: keep those instead.
+            state.evicted_gseq = gseq;
+            self.budget_evictions += 1;
+            return msg;
+        }
+        if state.ring.len() == self.limits.size {
+            pop_oldest(state, &mut self.usage);
         }
         state.ring.push_back(Retained {
             at: now,
             msg: msg.clone(),
         });
-        self.retained += 1;
+        self.usage.add(&msg);
+        self.order.push_back(Arc::downgrade(&msg));
+        self.enforce_budget();
+        if self.order.len() > 2 * self.usage.messages + ORDER_SLACK {
+            self.compact_order();
+        }
         msg
+    }
+
+    /// Evicts the router-wide oldest retained messages while the bytes retained exceed
+    /// the budget. `order` holds every retained message in gseq order, so its first live
+    /// entry is the oldest retained message of all; and that message is at the front of
+    /// its own ring, since any older message of its topic still in the ring would have
+    /// an earlier, live entry. So an entry is live iff its message is still alive and
+    /// is its topic's ring front: anything else was left stale and is skipped.
+    fn enforce_budget(&mut self) {
+        while self.usage.bytes > self.limits.bytes {
+            let Some(entry) = self.order.pop_front() else {
+                break;
+            };
+            let Some(msg) = entry.upgrade() else { continue };
+            let Some(state) = self.topics.get_mut(&*msg.topic) else {
+                continue;
+            };
+            if state.ring.front().is_some_and(|r| r.msg.gseq == msg.gseq) {
+                pop_oldest(state, &mut self.usage);
+                self.budget_evictions += 1;
+            }
+        }
+    }
+
+    /// Drops the stale entries of `order`, keeping the live ones in order: a message is
+    /// in its ring iff it is no older than the ring's front (rings only lose their
+    /// front; a forgotten topic that comes back starts a ring of newer messages).
+    fn compact_order(&mut self) {
+        let topics = &self.topics;
+        self.order.retain(|entry| {
+            entry.upgrade().is_some_and(|msg| {
+                topics
+                    .get(&*msg.topic)
+                    .and_then(|state| state.ring.front())
+                    .is_some_and(|front| front.msg.gseq <= msg.gseq)
+            })
+        });
     }
 
     /// Drops messages past their age, then forgets every topic with nothing retained
@@ -168,7 +292,7 @@ impl History {
     pub fn sweep(&mut self, now: Instant, wanted: impl Fn(&str) -> bool) {
         let mut gone = Vec::new();
         for (name, state) in self.topics.iter_mut() {
-            self.retained -= expire(state, self.limits.ttl, now);
+            expire(state, self.limits.ttl, now, &mut self.usage);
             if state.ring.is_empty() && !wanted(name) {
                 gone.push(name.clone());
             }
@@ -178,24 +302,41 @@ impl History {
         }
     }
 
+    /// Forgets a topic and its history, remembering its name for later resumes.
     fn forget(&mut self, name: &str) {
-        if let Some(state) = self.topics.remove(name) {
-            self.lru.remove(&state.last_gseq);
-            self.retained -= state.ring.len();
-            self.forgotten_gseq = self.forgotten_gseq.max(state.last_gseq);
+        let Some((name, state)) = self.topics.remove_entry(name) else {
+            return;
+        };
+        self.lru.remove(&state.last_gseq);
+        for r in &state.ring {
+            self.usage.remove(&r.msg);
+        }
+        self.forgotten.push_back((name, state.last_gseq));
+        if self.forgotten.len() > FORGOTTEN_KEPT
+            && let Some((_, last_gseq)) = self.forgotten.pop_front()
+        {
+            self.forgotten_floor = self.forgotten_floor.max(last_gseq);
         }
     }
 
     /// What `patterns` had after router-wide position `since` (`None`: a position of
     /// another server instance, so nothing can be vouched for): a reset for each topic
     /// whose messages after `since` are no longer all retained (and for each pattern
-    /// when a topic it may cover was forgotten), then every retained message after
+    /// that may cover a topic forgotten since), then every retained message after
     /// `since`, once each, in publish order, at most [`MAX_REPLAY_MESSAGES`].
     pub fn replay(&mut self, patterns: &[Pattern<'_>], since: Option<u64>, now: Instant) -> Replay {
         let mut out = Replay::default();
         let after = since.unwrap_or(0);
-        if since.is_none_or(|g| self.forgotten_gseq > g) {
-            for p in patterns {
+        // Topics forgotten after the position, by name (few, for a recent position).
+        let lost: Vec<&str> = self
+            .forgotten
+            .iter()
+            .filter(|(_, last_gseq)| *last_gseq > after)
+            .map(|(name, _)| &**name)
+            .collect();
+        let lost_track = since.is_none_or(|g| self.forgotten_floor > g);
+        for p in patterns {
+            if lost_track || lost.iter().any(|name| p.matches(name)) {
                 let seq = (!p.subtree)
                     .then(|| self.topics.get(p.name).map(|t| t.seq))
                     .flatten();
@@ -203,9 +344,9 @@ impl History {
             }
         }
         let ttl = self.limits.ttl;
-        let mut retained = self.retained;
+        let usage = &mut self.usage;
         let mut visit = |name: &str, state: &mut TopicState, out: &mut Replay| {
-            retained -= expire(state, ttl, now);
+            expire(state, ttl, now, usage);
             if since.is_some() && state.evicted_gseq > after {
                 out.resets.push((name.into(), Some(state.seq)));
             }
@@ -233,7 +374,6 @@ impl History {
                 visit(p.name, state, &mut out);
             }
         }
-        self.retained = retained;
         out.messages.sort_by_key(|m| m.gseq);
         out.messages.dedup_by_key(|m| m.gseq);
         if out.messages.len() > MAX_REPLAY_MESSAGES {
@@ -249,19 +389,25 @@ impl History {
     }
 }
 
-/// Drops the messages of `state` older than `ttl`; returns how many.
-fn expire(state: &mut TopicState, ttl: Option<Duration>, now: Instant) -> usize {
-    let Some(ttl) = ttl else { return 0 };
-    let mut dropped = 0;
-    while let Some(first) = state.ring.front() {
-        if now.saturating_duration_since(first.at) < ttl {
-            break;
-        }
-        state.evicted_gseq = first.msg.gseq;
-        state.ring.pop_front();
-        dropped += 1;
+/// Drops the messages of `state` older than `ttl`, counting them out of `usage`.
+fn expire(state: &mut TopicState, ttl: Option<Duration>, now: Instant, usage: &mut Usage) {
+    let Some(ttl) = ttl else { return };
+    while state
+        .ring
+        .front()
+        .is_some_and(|first| now.saturating_duration_since(first.at) >= ttl)
+    {
+        pop_oldest(state, usage);
     }
-    dropped
+}
+
+/// Drops the oldest message of `state`'s ring (if any), which a position from before it
+/// has now missed, counting it out of `usage`.
+fn pop_oldest(state: &mut TopicState, usage: &mut Usage) {
+    if let Some(old) = state.ring.pop_front() {
+        state.evicted_gseq = old.msg.gseq;
+        usage.remove(&old.msg);
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +420,26 @@ mod tests {
             size,
             ttl: (ttl_s > 0).then(|| Duration::from_secs(ttl_s)),
             topics,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// The frame length of the messages the budget tests publish.
+    const FRAME: usize = 100;
+
+    /// What one message of [`FRAME`] bytes on a one-letter topic costs.
+    const COST: usize = FRAME + 1 + MESSAGE_OVERHEAD;
+
+    impl History {
+        /// `usage` recounted from the rings.
+        fn recount(&self) -> Usage {
+            let mut usage = Usage::default();
+            for state in self.topics.values() {
+                for r in &state.ring {
+                    usage.add(&r.msg);
+                }
+            }
+            usage
         }
     }
 
@@ -294,6 +460,11 @@ mod tests {
 
         /// Publishes on `topic` at `at_s` seconds; returns `(seq, gseq)`.
         fn publish(&mut self, topic: &str, at_s: u64) -> (u64, u64) {
+            self.publish_sized(topic, at_s, 0)
+        }
+
+        /// Publishes a message whose WebSocket frame is `frame` bytes long.
+        fn publish_sized(&mut self, topic: &str, at_s: u64, frame: usize) -> (u64, u64) {
             self.gseq += 1;
             let gseq = self.gseq;
             let m = self
@@ -303,7 +474,7 @@ mod tests {
                         topic: topic.into(),
                         seq,
                         gseq,
-                        ws_frame: Bytes::new(),
+                        ws_frame: Bytes::from(vec![b'x'; frame]),
                         sse_event: Bytes::new(),
                         envelope: Bytes::new(),
                     }
@@ -452,5 +623,161 @@ mod tests {
         assert_eq!(r.messages.len(), MAX_REPLAY_MESSAGES);
         assert_eq!(r.resets, vec![("old".into(), Some(1))]);
         assert_eq!(r.messages[0].topic.as_ref(), "new");
+    }
+
+    #[test]
+    fn the_overhead_covers_what_a_retained_message_holds_in_memory() {
+        let arc_counters = 2 * std::mem::size_of::<usize>();
+        let held = arc_counters
+            + std::mem::size_of::<Message>()
+            + std::mem::size_of::<Retained>()
+            + std::mem::size_of::<Weak<Message>>();
+        assert!(held <= MESSAGE_OVERHEAD, "{held}");
+    }
+
+    #[test]
+    fn the_byte_budget_holds_after_every_publish_expiry_sweep_and_replay() {
+        let budget = 10 * COST;
+        let mut b = Bench::new(HistoryLimits {
+            bytes: budget,
+            ..limits(8, 60, 5)
+        });
+        let names = ["a", "b.c", "b.d", "e", "f", "g"];
+        for i in 0..2000_usize {
+            let at = i as u64 / 20;
+            b.publish_sized(names[i / 3 % names.len()], at, i % 300);
+            assert!(b.h.retained_bytes() <= budget, "after publish {i}");
+            assert_eq!(b.h.usage, b.h.recount(), "after publish {i}");
+            if i % 50 == 0 {
+                b.h.sweep(b.t0 + Duration::from_secs(at), |t| t == "a");
+                assert_eq!(b.h.usage, b.h.recount(), "after sweep {i}");
+            }
+            if i % 70 == 0 {
+                b.replay(&["b.*", "a"], Some(b.gseq / 2), at + 30);
+                assert_eq!(b.h.usage, b.h.recount(), "after replay {i}");
+            }
+        }
+        assert!(b.h.budget_evictions > 0);
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_the_oldest_message_of_the_router_first() {
+        let mut b = Bench::new(HistoryLimits {
+            bytes: 3 * COST + 10,
+            ..limits(8, 0, 100)
+        });
+        b.publish_sized("a", 0, FRAME);
+        b.publish_sized("b", 0, FRAME);
+        b.publish_sized("a", 0, FRAME);
+        assert_eq!(b.h.budget_evictions, 0);
+        b.publish_sized("c", 0, FRAME);
+        assert_eq!(b.h.budget_evictions, 1);
+        assert_eq!((b.h.retained(), b.h.retained_bytes()), (3, 3 * COST));
+        let r = b.replay(&["a", "b", "c"], Some(0), 0);
+        assert_eq!(r.resets, vec![("a".into(), Some(2))], "the first `a` went");
+        assert_eq!(
+            seqs(&r),
+            vec![("b".into(), 1), ("a".into(), 2), ("c".into(), 1)]
+        );
+        assert!(b.replay(&["a", "b", "c"], Some(1), 0).resets.is_empty());
+    }
+
+    #[test]
+    fn the_byte_budget_skips_messages_that_already_left_their_ring() {
+        let mut b = Bench::new(HistoryLimits {
+            bytes: 3 * COST,
+            ..limits(2, 0, 100)
+        });
+        for _ in 0..3 {
+            b.publish_sized("a", 0, FRAME); // a:1 leaves by the size limit
+        }
+        b.publish_sized("b", 0, FRAME);
+        assert_eq!(b.h.budget_evictions, 0);
+        b.publish_sized("c", 0, FRAME);
+        assert_eq!(b.h.budget_evictions, 1, "a:2, not the stale a:1 nor b:1");
+        let r = b.replay(&["a", "b", "c"], Some(0), 0);
+        assert_eq!(r.resets, vec![("a".into(), Some(3))]);
+        assert_eq!(
+            seqs(&r),
+            vec![("a".into(), 3), ("b".into(), 1), ("c".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_message_over_the_whole_budget_is_not_kept_and_evicts_nothing() {
+        let mut b = Bench::new(HistoryLimits {
+            bytes: 3 * COST,
+            ..limits(8, 0, 100)
+        });
+        b.publish_sized("a", 0, FRAME);
+        b.publish_sized("b", 0, 3 * COST);
+        assert_eq!((b.h.retained(), b.h.budget_evictions), (1, 1));
+        let r = b.replay(&["a", "b"], Some(0), 0);
+        assert_eq!(r.resets, vec![("b".into(), Some(1))]);
+        assert_eq!(seqs(&r), vec![("a".into(), 1)]);
+    }
+
+    #[test]
+    fn a_zero_byte_budget_keeps_nothing_and_resets() {
+        let mut b = Bench::new(HistoryLimits {
+            bytes: 0,
+            ..limits(8, 0, 100)
+        });
+        b.publish_sized("a", 0, FRAME);
+        b.publish_sized("a", 0, FRAME);
+        assert_eq!((b.h.retained(), b.h.retained_bytes()), (0, 0));
+        let r = b.replay(&["a"], Some(1), 0);
+        assert_eq!(r.resets, vec![("a".into(), Some(2))]);
+        assert!(r.messages.is_empty());
+    }
+
+    #[test]
+    fn stale_publish_order_entries_do_not_pile_up() {
+        let mut b = Bench::new(limits(4, 0, 100));
+        for _ in 0..100_000 {
+            b.publish("a", 0);
+            assert!(b.h.order.len() <= 2 * 4 + ORDER_SLACK + 1);
+        }
+        assert_eq!(b.h.retained(), 4);
+    }
+
+    #[test]
+    fn a_forgotten_topic_resets_only_the_patterns_that_cover_it() {
+        let mut b = Bench::new(limits(8, 0, 2));
+        b.publish("y", 0);
+        let (_, since) = b.publish("x.1", 0);
+        b.publish("x.1", 0);
+        b.publish("y", 0);
+        b.publish("z", 0); // forgets `x.1`, published least recently
+        assert_eq!((b.h.topics(), b.h.evicted_topics), (2, 1));
+        for unrelated in [&["y"][..], &["y.*"], &["x"], &["x.1.*"], &["xx.*"]] {
+            let r = b.replay(unrelated, Some(since), 0);
+            assert!(r.resets.is_empty(), "{unrelated:?}: {:?}", r.resets);
+        }
+        assert_eq!(
+            seqs(&b.replay(&["y"], Some(since), 0)),
+            vec![("y".into(), 2)]
+        );
+        for (pattern, reset) in [("x.*", ("x.*", None)), ("x.1", ("x.1", None))] {
+            let r = b.replay(&[pattern, "y"], Some(since), 0);
+            assert_eq!(r.resets, vec![(reset.0.into(), reset.1)], "{pattern}");
+        }
+        let after = since + 1;
+        assert!(b.replay(&["x.*"], Some(after), 0).resets.is_empty());
+    }
+
+    #[test]
+    fn past_the_forgotten_topics_kept_every_older_resume_resets() {
+        let mut b = Bench::new(limits(8, 0, 1));
+        for i in 0..=FORGOTTEN_KEPT {
+            b.publish(&format!("f.{i}"), 0); // forgets the previous one
+        }
+        b.publish("g", 0); // forgets the last `f`: `f.0` leaves the ring
+        assert_eq!(b.h.forgotten.len(), FORGOTTEN_KEPT);
+        assert_eq!(b.h.forgotten_floor, 1, "`f.0` was published first");
+        let r = b.replay(&["y", "q.*"], Some(0), 0);
+        assert_eq!(r.resets, vec![("y".into(), None), ("q.*".into(), None)]);
+        assert!(b.replay(&["y", "q.*"], Some(1), 0).resets.is_empty());
+        assert_eq!(b.replay(&["f.*"], Some(1), 0).resets.len(), 1);
     }
 }

@@ -36,6 +36,11 @@ pub struct RouterMetrics {
     pub history_messages: AtomicU64,
     /// Topics forgotten because `--history-topics` was reached.
     pub history_topics_evicted: AtomicU64,
+    /// Bytes retained in history over all topics, as `--history-bytes` counts them
+    /// (gauge).
+    pub history_bytes: AtomicU64,
+    /// Messages that left history because `--history-bytes` was reached.
+    pub history_budget_evictions: AtomicU64,
     /// Resumes answered, messages replayed, resets sent.
     pub replays: AtomicU64,
     pub replayed_messages: AtomicU64,
@@ -199,6 +204,10 @@ impl Router {
             .store(self.history.retained() as u64, Ordering::Relaxed);
         m.history_topics_evicted
             .store(self.history.evicted_topics, Ordering::Relaxed);
+        m.history_bytes
+            .store(self.history.retained_bytes() as u64, Ordering::Relaxed);
+        m.history_budget_evictions
+            .store(self.history.budget_evictions, Ordering::Relaxed);
     }
 
     fn handle(&mut self, from: usize, msg: ToRouter) {
