@@ -151,46 +151,47 @@ const HI: u64 = 0x8080_8080_8080_8080;
 
 /// The common case: no key repeats and every key and value is printable ASCII other
 /// than `"` and `\`, so each goes into its JSON string as it is. The object's length
-/// is known beforehand; keys and values are copied (and checked) eight bytes at a
-/// time into room made for it, a word's bytes past the end of its string being
-/// overwritten by what follows. False if a byte needs escaping (`out` then holds
-/// garbage past its old length).
+/// is known beforehand: room is made for it (and a word more), then every piece is
+/// written as whole words, a word's bytes past the end of its piece being overwritten
+/// by the next piece: keys and values eight bytes at a time (checked as they go), the
+/// punctuation between them (`","`, `":"`) as one word each. False if a byte needs
+/// escaping (`out` then holds garbage past its old length).
 fn write_plain(out: &mut Vec<u8>, headers: &[Header<'_>]) -> bool {
+    /// `{"`, `","`, `":"` and `"}` as little-endian words (the bytes past them are
+    /// overwritten).
+    const OPEN: u64 = u64::from_le_bytes(*b"{\"\0\0\0\0\0\0");
+    const NEXT: u64 = u64::from_le_bytes(*b"\",\"\0\0\0\0\0");
+    const COLON: u64 = u64::from_le_bytes(*b"\":\"\0\0\0\0\0");
+    const CLOSE: u64 = u64::from_le_bytes(*b"\"}\0\0\0\0\0\0");
+    if headers.is_empty() {
+        out.extend_from_slice(b"{}");
+        return true;
+    }
     let text: usize = headers.iter().map(|h| h.key.len() + h.value.len()).sum();
-    // `{}`, and per header `"k":"v"` and a comma (one too many).
+    // `{` `}`, and per header `"k":"v"` and a comma (one too many).
     let len = 2 + text + 6 * headers.len();
     let start = out.len();
-    // Room for the last word's overrun.
     out.resize(start + len + 8, 0);
     let Some(dst) = out.get_mut(start..) else {
         return false;
     };
-    let mut at = 0;
     let mut plain = Plain::default();
-    put_byte(dst, &mut at, b'{');
+    store(dst, 0, OPEN);
+    let mut at = 2;
     for (i, h) in headers.iter().enumerate() {
         if i > 0 {
-            put_byte(dst, &mut at, b',');
+            store(dst, at, NEXT);
+            at += 3;
         }
-        put_byte(dst, &mut at, b'"');
         copy_checked(dst, &mut at, h.key, &mut plain);
-        put_byte(dst, &mut at, b'"');
-        put_byte(dst, &mut at, b':');
-        put_byte(dst, &mut at, b'"');
+        store(dst, at, COLON);
+        at += 3;
         copy_checked(dst, &mut at, h.value, &mut plain);
-        put_byte(dst, &mut at, b'"');
     }
-    put_byte(dst, &mut at, b'}');
+    store(dst, at, CLOSE);
+    at += 2;
     out.truncate(start + at);
     plain.holds()
-}
-
-#[inline]
-fn put_byte(dst: &mut [u8], at: &mut usize, b: u8) {
-    if let Some(d) = dst.get_mut(*at) {
-        *d = b;
-    }
-    *at += 1;
 }
 
 /// Copies `src` to `dst[at..]` in whole words (`dst` has eight bytes of room past
@@ -206,9 +207,9 @@ fn copy_checked(dst: &mut [u8], at: &mut usize, src: &[u8], plain: &mut Plain) {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        // Padded with plain bytes (`a`) past the remainder's own.
-        let w = load_word(rest) | (LO * u64::from(b'a')) << (8 * rest.len());
-        plain.add(w);
+        let w = load_word(rest);
+        // Padded with plain bytes (`a`) past the remainder's own, for the check.
+        plain.add(w | (LO * u64::from(b'a')) << (8 * rest.len()));
         store(dst, *at, w);
         *at += rest.len();
     }
