@@ -18,12 +18,15 @@ cd "$root"
 cargo build --release -q -p switchboard -p ami-sim --bins --example ami_ingest
 fixtures=proto/tests/fixtures/ami
 {
-    for f in asterisk22-local.txt asterisk22-sip-systemname.txt asterisk16-calls.bin; do
+    # Passes for about 700,000 events each (asterisk16-calls.bin has 792).
+    for f in asterisk22-local.txt:30 asterisk22-sip-systemname.txt:50 asterisk16-calls.bin:900; do
+        passes=${f#*:}
+        f=${f%:*}
         for run in 1 2 3; do
-            target/release/examples/ami_ingest "$fixtures/$f" --passes 30
+            target/release/examples/ami_ingest "$fixtures/$f" --passes "$passes"
         done
-        target/release/examples/ami_ingest "$fixtures/$f" --passes 30 --encode
-        target/release/examples/ami_ingest "$fixtures/$f" --passes 30 --parse-only
+        target/release/examples/ami_ingest "$fixtures/$f" --passes "$passes" --encode
+        target/release/examples/ami_ingest "$fixtures/$f" --passes "$passes" --parse-only
     done
 } | tee "$here/in-memory.txt"
 
@@ -67,7 +70,7 @@ awk -v m0="$m0" -v m1="$m1" -v a0="$a0" -v a1="$a1" -v r0="$r0" -v r1="$r1" \
     printf "AMI thread: %.2f s CPU, %.0f ns/event (%.0f events/s per core)\n", ami, ami * 1e9 / n, n / ami;
     printf "router thread: %.2f s CPU, %.0f ns/event\n", router, router * 1e9 / n;
 }' | tee "$here/live.txt"
-curl -s "http://127.0.0.1:$port/metrics" | grep '^switchboard_ami' >"$here/metrics.txt"
+curl -s "http://127.0.0.1:$port/metrics" | grep -E '^switchboard_(ami|history|topics)' >"$here/metrics.txt"
 grep -E 'VmHWM|VmRSS|RssAnon' "/proc/$pid/status" >"$here/status.txt"
 kill "$sub" "$pid" "$sim"
 wait "$pid" "$sim" 2>/dev/null || true

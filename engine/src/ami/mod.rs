@@ -156,14 +156,30 @@ pub fn topic_segment(name: &str) -> Cow<'_, str> {
 /// A call's topic segment: the `Linkedid` as it is (`1795249032.12` keeps its dot, so
 /// `ami.call.1795249032.12` is one exact topic), other bytes as [`topic_segment`].
 pub fn call_segment(linkedid: &str) -> Cow<'_, str> {
-    if linkedid
-        .split('.')
-        .all(|s| !s.is_empty() && topic_segment(s) == s)
+    if usual_linkedid(linkedid)
+        || linkedid
+            .split('.')
+            .all(|s| !s.is_empty() && topic_segment(s) == s)
     {
         Cow::Borrowed(linkedid)
     } else {
         topic_segment(linkedid)
     }
+}
+
+/// The usual form of a `Linkedid`, `<seconds>.<counter>`: digits in segments that are
+/// not empty (a one-pass check of what [`call_segment`] keeps as it is).
+fn usual_linkedid(linkedid: &str) -> bool {
+    let mut after_dot = true;
+    for &c in linkedid.as_bytes() {
+        match c {
+            b'.' if after_dot => return false,
+            b'.' => after_dot = true,
+            b'0'..=b'9' => after_dot = false,
+            _ => return false,
+        }
+    }
+    !after_dot
 }
 
 #[cfg(test)]
@@ -193,6 +209,14 @@ mod tests {
         assert_eq!(call_segment("1795249032.12"), "1795249032.12");
         assert_eq!(call_segment("kitpbx-1795249032.0"), "kitpbx-1795249032.0");
         assert_eq!(call_segment("a..b"), "a__b");
+        for usual in ["1795249032.12", "1", "1.2.3"] {
+            assert!(usual_linkedid(usual), "{usual}");
+        }
+        for other in ["", ".", "1.", ".1", "1..2", "1a.2", "1.2-3"] {
+            assert!(!usual_linkedid(other), "{other}");
+        }
+        assert_eq!(call_segment("1.2-3"), "1.2-3");
+        assert_eq!(call_segment("1..2"), "1__2");
         for s in ["sales", "a.b c", "é", "PJSIP/101"] {
             let t = format!("{PREFIX_QUEUE}{}", topic_segment(s));
             assert!(topic::validate_topic(&t).is_ok(), "{t}");

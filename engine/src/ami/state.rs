@@ -376,10 +376,10 @@ impl Pbx {
             }
             b"Rename" => self.rename(msg, block, event),
             b"DialBegin" | b"DialState" | b"DialEnd" => {
-                self.dial(name, msg, uid.as_ref(), now, event, out)
+                self.dial(name, msg, block, uid.as_ref(), now, out)
             }
             b"AgentCalled" => {
-                let dest = Block::read(msg, b"Dest");
+                let dest = Block::read(msg, b"Dest", block.text);
                 if dest.is_snapshot() {
                     self.upsert_channel(&dest, true, now, event, out);
                 }

@@ -351,12 +351,14 @@ impl Pbx {
         &mut self,
         name: &[u8],
         msg: &Message<'_>,
+        block: &Block<'_>,
         caller: Option<&Arc<str>>,
         now: Millis,
-        event: &str,
         out: &mut impl Sink,
     ) {
-        let dest = Block::read(msg, b"Dest");
+        let event = block.text.of(name);
+        let event = &*event;
+        let dest = Block::read(msg, b"Dest", block.text);
         let dest_uid = if dest.is_snapshot() {
             self.upsert_channel(&dest, true, now, event, out)
         } else {

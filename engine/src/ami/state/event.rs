@@ -139,11 +139,11 @@ pub(super) fn named(v: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 impl<'a> Block<'a> {
-    /// The block whose keys start with `prefix` (ASCII case-insensitive; e.g. `Dest`).
-    /// The first of a repeated key wins.
-    pub fn read(msg: &Message<'a>, prefix: &[u8]) -> Self {
+    /// The block whose keys start with `prefix` (ASCII case-insensitive; e.g. `Dest`),
+    /// of the event whose text is `text`. The first of a repeated key wins.
+    pub fn read(msg: &Message<'a>, prefix: &[u8], text: Text<'a>) -> Self {
         let mut b = Block {
-            text: Text::new(msg.raw()),
+            text,
             ..Block::default()
         };
         for f in msg.fields().filter(|f| f.has_colon()) {

@@ -1109,7 +1109,8 @@ fn components() {
     let mut k = 0;
     per("Block::read", &mut || {
         for m in &msgs {
-            k += Block::read(&m.message(), b"").ref_count;
+            let m = m.message();
+            k += Block::read(&m, b"", super::super::json::Text::new(m.raw())).ref_count;
         }
     });
     let mut k2 = 0;
