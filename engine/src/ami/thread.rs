@@ -108,6 +108,8 @@ struct Core {
     sending: bool,
     /// Where published topics and data are copied for the router.
     arena: Arena,
+    /// Messages published (mirrored into the status with the rest).
+    published: u64,
 }
 
 /// Publishes into the router's queue; when it is full, rings the router and waits
@@ -117,8 +119,8 @@ struct RouterSink<'a> {
     ring: &'a mut Ring,
     bell: &'a Doorbell,
     dirty: &'a mut bool,
-    status: &'a AmiStatus,
     arena: &'a mut Arena,
+    published: &'a mut u64,
 }
 
 impl RouterSink<'_> {
@@ -156,7 +158,7 @@ impl Sink for RouterSink<'_> {
 
 impl RouterSink<'_> {
     fn send(&mut self, topic: &str, data: Bytes) {
-        self.status.published.fetch_add(1, Relaxed);
+        *self.published += 1;
         let topic = self.arena.copy(topic.as_bytes());
         self.push(FromAmi::Publish { topic, data });
     }
@@ -169,8 +171,8 @@ macro_rules! sink {
             ring: &mut $core.ring,
             bell: &$core.router_bell,
             dirty: &mut $core.router_dirty,
-            status: &$core.status,
             arena: &mut $core.arena,
+            published: &mut $core.published,
         }
     };
 }
@@ -199,6 +201,7 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
         out: Vec::new(),
         sending: false,
         arena: Arena::default(),
+        published: 0,
     };
     let mut parser = Parser::client();
     let mut input = Input::default();
@@ -610,6 +613,7 @@ impl Core {
         st.channels.store(self.pbx.channels() as u64, Relaxed);
         st.calls.store(self.pbx.calls() as u64, Relaxed);
         st.queues.store(self.pbx.queues() as u64, Relaxed);
+        st.published.store(self.published, Relaxed);
     }
 }
 
