@@ -44,7 +44,7 @@ target/release/switchboard serve --listen "127.0.0.1:$port" --shards 1 \
     --ami "127.0.0.1:$ami_port" --ami-user admin --ami-secret amp111 >"$here/engine.log" 2>&1 &
 pid=$!
 until grep -q "^listening on" "$here/engine.log"; do sleep 0.1; done
-curl -sN "http://127.0.0.1:$port/sse?topic=ami.calls" >/dev/null &
+curl -sN "http://127.0.0.1:$port/sse?topic=ami.calls" | wc -c >"$here/sse-bytes.txt" &
 sub=$!
 # CPU ticks (utime + stime) of the engine thread named $1.
 ticks() {
@@ -70,7 +70,9 @@ awk -v m0="$m0" -v m1="$m1" -v a0="$a0" -v a1="$a1" -v r0="$r0" -v r1="$r1" \
     printf "AMI thread: %.2f s CPU, %.0f ns/event (%.0f events/s per core)\n", ami, ami * 1e9 / n, n / ami;
     printf "router thread: %.2f s CPU, %.0f ns/event\n", router, router * 1e9 / n;
 }' | tee "$here/live.txt"
-curl -s "http://127.0.0.1:$port/metrics" | grep -E '^switchboard_(ami|history|topics)' >"$here/metrics.txt"
+curl -s "http://127.0.0.1:$port/metrics" |
+    grep -E '^switchboard_(ami|history|topics|subscriptions|connections\{.*sse)' >"$here/metrics.txt"
 grep -E 'VmHWM|VmRSS|RssAnon' "/proc/$pid/status" >"$here/status.txt"
-kill "$sub" "$pid" "$sim"
-wait "$pid" "$sim" 2>/dev/null || true
+kill "$pid" "$sim"
+wait "$pid" "$sim" "$sub" 2>/dev/null || true
+echo "SSE subscriber to ami.calls: $(cat "$here/sse-bytes.txt") bytes received" | tee -a "$here/live.txt"

@@ -141,7 +141,7 @@ fn main() {
         pos
     };
     for _ in 0..passes {
-        let mut parser = Parser::client().skip_banner();
+        let mut parser = Parser::client().skip_banner().skip_events(pbx.skippable());
         let mut input = Input::default();
         for chunk in stream.chunks(read) {
             input.feed(chunk, |bytes| run(&mut parser, bytes, &mut pbx, &mut sink));

@@ -74,8 +74,9 @@ const NO_CREATE: [&[u8]; 8] = [
 /// `NewCallerid`...), so these only repeat a snapshot the model already has. Together
 /// they are about half of a real PBX's stream (`VarSet` alone ~25%, `CEL` ~20% in
 /// `asterisk22-local.txt`); when they are not published either (the default noise),
-/// they cost a name comparison.
-const STATELESS: [&[u8]; 5] = [b"VarSet", b"CEL", b"Cdr", b"RTCPSent", b"RTCPReceived"];
+/// they cost a name comparison, and the parser does not even split them
+/// ([`Pbx::skippable`]).
+const STATELESS: [&str; 5] = ["VarSet", "CEL", "Cdr", "RTCPSent", "RTCPReceived"];
 
 /// The `event` of the `update`s published at the end of a resync.
 const RESYNC_EVENT: &str = "Resync";
@@ -195,13 +196,25 @@ impl Pbx {
         &self.filter
     }
 
+    /// The events this model drops on sight (noise that changes nothing it keeps):
+    /// the parser may hand them over with their first field only
+    /// ([`Parser::skip_events`](switchboard_proto::ami::Parser::skip_events)).
+    pub fn skippable(&self) -> Vec<&'static str> {
+        STATELESS
+            .into_iter()
+            .filter(|s| self.filter.is_noise(s.as_bytes()))
+            .collect()
+    }
+
     /// Applies one event (live, or an item of the CoreShowChannels / QueueStatus /
     /// Status lists) and publishes what it causes. Other messages are ignored.
     pub fn on_event(&mut self, msg: &Message<'_>, now: Millis, out: &mut impl Sink) {
         let Some(name) = msg.event() else {
             return;
         };
-        let stateless = STATELESS.iter().any(|s| s.eq_ignore_ascii_case(name));
+        let stateless = STATELESS
+            .iter()
+            .any(|s| s.as_bytes().eq_ignore_ascii_case(name));
         let noise = self.filter.is_noise(name);
         if stateless && noise {
             return;

@@ -203,7 +203,9 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
         arena: Arena::default(),
         published: 0,
     };
-    let mut parser = Parser::client();
+    // The parser does not split the events the model drops on sight.
+    let skip = core.pbx.skippable();
+    let mut parser = Parser::client().skip_events(&skip);
     let mut input = Input::default();
     let mut completions = Vec::new();
     // The socket generation the parser's stream belongs to.
@@ -258,7 +260,7 @@ pub fn run(init: AmiInit, ring: Ring, bell: Arc<Doorbell>) -> std::io::Result<()
         if stream != core.generation {
             // A new socket starts a new stream: the parser expects the banner again.
             stream = core.generation;
-            parser = Parser::client();
+            parser = Parser::client().skip_events(&skip);
             input.clear();
         }
     }

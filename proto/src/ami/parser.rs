@@ -53,6 +53,8 @@
 //!   output line, when the output lacked its final newline, is recognised). Asterisk
 //!   14+ answers with `Output:` fields, which are ordinary repeated fields;
 //!   [`Message::command_output`] reads either form.
+//! - [`Parser::skip_events`]: events a reader drops on sight (by name) come with
+//!   their first field only; their lines are framed and bounded, not split.
 //! - Limits: a line longer than [`CLIENT_MAX_LINE`] bytes (terminator included) is
 //!   [`ParseError::LineTooLong`], a message longer than [`CLIENT_MAX_MESSAGE`] is
 //!   [`ParseError::MessageTooLong`] (both adjustable with
@@ -703,6 +705,10 @@ pub struct Parser {
     owned_id_set: bool,
     /// Server role: Asterisk's session-wide `s->parsing == MESSAGE_LINE_TOO_LONG`.
     line_too_long: bool,
+    /// Client role: events returned with their first field only (see
+    /// [`Parser::skip_events`]), and whether the message in progress is one.
+    skip: Vec<Box<[u8]>>,
+    skipping: bool,
 }
 
 impl Parser {
@@ -726,6 +732,8 @@ impl Parser {
             owned_id: Vec::new(),
             owned_id_set: false,
             line_too_long: false,
+            skip: Vec::new(),
+            skipping: false,
         }
     }
 
@@ -743,6 +751,20 @@ impl Parser {
     #[must_use]
     pub fn skip_banner(mut self) -> Self {
         self.awaiting_banner = false;
+        self
+    }
+
+    /// Client role: an event named in `names` (ASCII case-insensitive) is returned
+    /// with its first field only (`Event: <name>`): its other lines are framed and
+    /// checked against the limits, not split into fields. For a reader that drops
+    /// these events on sight (the engine does so with chatty events that change
+    /// nothing it keeps, such as `VarSet` and `CEL`).
+    #[must_use]
+    pub fn skip_events<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.skip = names
+            .into_iter()
+            .map(|n| n.as_ref().as_bytes().into())
+            .collect();
         self
     }
 
@@ -800,6 +822,7 @@ impl Parser {
         self.hdr_loss = false;
         self.discarding = false;
         self.owned_id_set = false;
+        self.skipping = false;
     }
 
     fn message<'a>(&'a self, raw: &'a [u8]) -> Message<'a> {
@@ -922,15 +945,23 @@ impl Parser {
                 self.searched = line_start;
                 return Ok(Some(lf));
             }
-            let span = client_span(content, line_start);
-            self.fields.push(span);
+            let start = line_start;
             self.lines += 1;
             line_start = end;
-            if self.lines == 1 && is_response_follows(span.field(msg)) {
-                self.follows = Follows::Headers;
-                self.scanned = end;
-                self.searched = end;
-                return Ok(None);
+            if self.skipping {
+                continue;
+            }
+            let span = client_span(content, start);
+            self.fields.push(span);
+            if self.lines == 1 {
+                let first = span.field(msg);
+                if is_response_follows(first) {
+                    self.follows = Follows::Headers;
+                    self.scanned = end;
+                    self.searched = end;
+                    return Ok(None);
+                }
+                self.skipping = self.skips(first);
             }
         }
         // No LF from `line_start` to the end: the general path takes it from here.
@@ -941,10 +972,15 @@ impl Parser {
 
     fn client_line(&mut self, msg: &[u8], start: usize, end: usize) {
         match self.follows {
+            Follows::No | Follows::Done if self.skipping => {}
             Follows::No | Follows::Done => {
                 let span = split_field(msg, start, end, Role::Client);
-                if self.lines == 0 && is_response_follows(span.field(msg)) {
-                    self.follows = Follows::Headers;
+                if self.lines == 0 {
+                    let first = span.field(msg);
+                    if is_response_follows(first) {
+                        self.follows = Follows::Headers;
+                    }
+                    self.skipping = self.skips(first);
                 }
                 self.fields.push(span);
             }
@@ -961,6 +997,16 @@ impl Parser {
             Follows::Output => self.output_line(msg, start, end),
         }
         self.lines += 1;
+    }
+
+    /// Whether a message whose first field is `first` is skipped.
+    fn skips(&self, first: Field<'_>) -> bool {
+        !self.skip.is_empty()
+            && first.is("Event")
+            && self
+                .skip
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(first.value))
     }
 
     fn enter_output(&mut self) {

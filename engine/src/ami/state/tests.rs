@@ -1270,3 +1270,29 @@ fn big_queues_are_updated_at_most_every_interval_and_always_last() {
         .expect("a snapshot of the queue");
     assert_eq!(q["queue"]["callers"].as_array().map(Vec::len), Some(N));
 }
+
+/// A parser that skips the events the model drops on sight changes nothing the model
+/// publishes, message for message, on whole captures.
+#[test]
+fn skipping_the_dropped_events_changes_nothing() {
+    for name in ["asterisk22-local.txt", "asterisk16-calls.bin"] {
+        let bytes = fixture(name);
+        let (plain_pbx, plain) = run(&bytes, 4096);
+        let mut pbx = Pbx::new(EventFilter::default());
+        assert_eq!(pbx.skippable().len(), 5, "{:?}", pbx.skippable());
+        let mut skipped = Pubs::new();
+        pbx.set_connected(true, &mut skipped);
+        let mut feeder = Feeder::new(false);
+        feeder.parser = std::mem::take(&mut feeder.parser).skip_events(pbx.skippable());
+        feeder.feed(&mut pbx, &bytes, 4096, &mut skipped);
+        assert_eq!(plain.len(), skipped.len(), "{name}");
+        assert!(plain == skipped, "{name}: the publications differ");
+        assert_eq!(
+            (plain_pbx.channels(), plain_pbx.calls()),
+            (pbx.channels(), pbx.calls())
+        );
+    }
+    // Noise that is published is not skipped.
+    let pbx = Pbx::new(EventFilter::new(&["CEL".to_owned()]));
+    assert_eq!(pbx.skippable(), ["CEL"]);
+}

@@ -488,6 +488,44 @@ fn client_message_limit() {
     assert_eq!(run.error, Some(ParseError::MessageTooLong { limit: 100 }));
 }
 
+/// Skipped events come with their first field only and the raw bytes of the whole
+/// message; everything else (other events, responses, limits, every split) is as
+/// without skipping.
+#[test]
+fn skipped_events_keep_their_first_field_and_their_framing() {
+    let input: &[u8] = b"Event: VarSet\r\nChannel: A\r\nVariable: x:y\r\nValue: 1\r\n\r\n\
+        Event: Newstate\r\nChannel: A\r\n\r\n\
+        event: cel\nEventName: HANGUP\n\n\
+        Response: Success\r\nMessage: VarSet\r\n\r\n\
+        Event: VarSetX\r\nK: v\r\n\r\n";
+    let make = || client().skip_events(["VarSet", "CEL"]);
+    let skipping = same_whatever_the_split(make, input);
+    let plain = run(client(), input);
+    assert_eq!(skipping.error, None);
+    assert_eq!(skipping.items.len(), 5);
+    let (got, all) = (messages(&skipping), messages(&plain));
+    assert_eq!(fields(got[0]), kv(&[("Event", "VarSet")]));
+    assert_eq!(fields(got[2]), kv(&[("event", "cel")]));
+    for i in [1, 3, 4] {
+        assert_eq!(got[i], all[i], "message {i} is not skipped");
+    }
+    // The raw bytes are the whole message in both cases.
+    for (a, b) in skipping.items.iter().zip(&plain.items) {
+        assert_eq!(a.1, b.1);
+    }
+    // A skipped event is still bounded.
+    let make = || {
+        client()
+            .skip_events(["VarSet"])
+            .with_client_limits(16, 1024)
+    };
+    let long = same_whatever_the_split(make, b"Event: VarSet\r\nKey: 0123456789\r\n\r\n");
+    assert_eq!(long.error, Some(ParseError::LineTooLong { limit: 16 }));
+    let make = || client().skip_events(["VarSet"]).with_client_limits(64, 30);
+    let long = same_whatever_the_split(make, b"Event: VarSet\r\nB: 0123456789\r\nC: 1\r\n\r\n");
+    assert_eq!(long.error, Some(ParseError::MessageTooLong { limit: 30 }));
+}
+
 #[test]
 fn default_client_limits() {
     let mut line = b"Key: ".to_vec();
