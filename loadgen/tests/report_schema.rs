@@ -13,6 +13,15 @@ use loadgen::measure::{Latency, SeqCounts, TargetSampler, Timeline};
 use loadgen::report::{self, Memory, Peer, Report};
 use serde_json::{Value, json};
 
+/// The tests of this file run one at a time: `measured_report` measures this
+/// process's memory growth, which another test allocating or freeing meanwhile (the
+/// JSON Schema validators do) would blur.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn manifest(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -137,6 +146,7 @@ fn measured_report() -> Report {
 
 #[test]
 fn measured_report_validates_and_round_trips() {
+    let _serial = serial();
     let v = validator();
     let r = measured_report();
     let value = serde_json::to_value(&r).unwrap();
@@ -166,6 +176,7 @@ fn measured_report_validates_and_round_trips() {
 
 #[test]
 fn issue_field_names_are_where_the_issue_says() {
+    let _serial = serial();
     let r = measured_report();
     let v = serde_json::to_value(&r).unwrap();
     for top in [
@@ -216,6 +227,7 @@ fn issue_field_names_are_where_the_issue_says() {
 
 #[test]
 fn schema_md_example_validates_and_deserialises() {
+    let _serial = serial();
     let md = std::fs::read_to_string(manifest("SCHEMA.md")).unwrap();
     let start = md
         .find("```json\n")
@@ -232,6 +244,7 @@ fn schema_md_example_validates_and_deserialises() {
 
 #[test]
 fn schema_rejects_what_it_should() {
+    let _serial = serial();
     let v = validator();
     let good = serde_json::to_value(measured_report()).unwrap();
     assert!(v.is_valid(&good));
@@ -311,6 +324,7 @@ fn schema_rejects_what_it_should() {
 
 #[test]
 fn no_target_report_is_valid_too() {
+    let _serial = serial();
     // The floor scenario: no pid, no transport, nothing delivered.
     let mut r = Report::new("floor", &[], ["loadgen", "floor", "--pairs", "10k"]);
     let mut k = TargetSampler::new(&[]).unwrap();
