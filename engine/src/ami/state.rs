@@ -81,17 +81,17 @@ const STATELESS: [&str; 5] = ["VarSet", "CEL", "Cdr", "RTCPSent", "RTCPReceived"
 /// The `event` of the `update`s published at the end of a resync.
 const RESYNC_EVENT: &str = "Resync";
 
-/// A queue with more entries (callers and members) than this is a big queue: its
-/// `update`, which lists every entry, is published at most every
-/// [`BIG_QUEUE_UPDATE_MS`] (the last change always gets one: the queue stays dirty
-/// until then). A busy call centre's queue of a thousand waiting callers changes
-/// hundreds of times a second; re-rendering it for each change would cost the AMI
-/// thread more than all the events. Smaller queues get an `update` per change (per
-/// batch).
-pub const BIG_QUEUE: usize = 100;
+/// A queue with more entries (callers and members), or an endpoint with more channels,
+/// than this is big: its `update`, which lists every entry (a queue) or takes a look at
+/// each listed channel (an endpoint), is published at most every [`BIG_UPDATE_MS`]
+/// (the last change always gets one: it stays dirty until then). A busy call centre's
+/// queue of a thousand waiting callers, or a trunk carrying thousands of calls, changes
+/// hundreds of times a second; rendering it for each change would cost the AMI thread
+/// more than all the events. Smaller ones get an `update` per change (per batch).
+pub const BIG_LIST: usize = 100;
 
-/// How often a big queue's `update` is published at most.
-pub const BIG_QUEUE_UPDATE_MS: Millis = 250;
+/// How often a big queue's or endpoint's `update` is published at most.
+pub const BIG_UPDATE_MS: Millis = 250;
 
 /// The PBX state model; see the module docs.
 pub struct Pbx {
@@ -271,8 +271,8 @@ impl Pbx {
         self.tick(now, out);
     }
 
-    /// Publishes the `update`s that are due: those of big queues held back
-    /// ([`BIG_QUEUE`]). Called at least every 100 ms.
+    /// Publishes the `update`s that are due: those of big queues and endpoints held
+    /// back ([`BIG_LIST`]). Called at least every 100 ms.
     pub fn tick(&mut self, now: Millis, out: &mut impl Sink) {
         if !self.resyncing && !self.batching {
             self.flush_updates(now, out);

@@ -264,8 +264,12 @@ pub(super) struct Member {
 #[derive(Debug)]
 pub(super) struct Queue {
     pub name: Arc<str>,
-    /// Ordered by position.
+    /// Ordered by position. Changed only through the methods below, which keep
+    /// `caller_ids` in step.
     pub callers: Vec<Caller>,
+    /// The callers' uniqueids (the same `Arc`s): a caller is found without comparing
+    /// strings (a busy queue has a thousand).
+    pub caller_ids: Map<Arc<str>, ()>,
     /// Ordered by interface.
     pub members: Vec<Member>,
     pub dirty: bool,
@@ -273,6 +277,43 @@ pub(super) struct Queue {
     pub changed_by: String,
     /// When its last `update` was published.
     pub updated_ms: Millis,
+}
+
+impl Queue {
+    /// The caller with this uniqueid, if it waits here.
+    pub fn caller_index(&self, uid: &str) -> Option<usize> {
+        let (id, ()) = self.caller_ids.get_key_value(uid)?;
+        self.callers
+            .iter()
+            .position(|c| Arc::ptr_eq(&c.uniqueid, id))
+    }
+
+    /// Adds a caller (not already here).
+    pub fn push_caller(&mut self, caller: Caller) {
+        self.caller_ids.insert(caller.uniqueid.clone(), ());
+        self.callers.push(caller);
+    }
+
+    /// Removes the caller with this uniqueid; true if it was here.
+    pub fn remove_caller(&mut self, uid: &str) -> bool {
+        let Some((id, ())) = self.caller_ids.remove_entry(uid) else {
+            return false;
+        };
+        self.callers.retain(|c| !Arc::ptr_eq(&c.uniqueid, &id));
+        true
+    }
+
+    /// Keeps the callers for which `keep` holds.
+    pub fn retain_callers(&mut self, mut keep: impl FnMut(&Caller) -> bool) {
+        let ids = &mut self.caller_ids;
+        self.callers.retain(|c| {
+            let kept = keep(c);
+            if !kept {
+                ids.remove(&c.uniqueid);
+            }
+            kept
+        });
+    }
 }
 
 /// An endpoint (device), keyed by name.
@@ -286,6 +327,8 @@ pub(super) struct Endpoint {
     pub channels: std::collections::BTreeSet<Arc<str>>,
     pub dirty: bool,
     pub changed_by: String,
+    /// When its last `update` was published.
+    pub updated_ms: Millis,
 }
 
 /// Uniqueids of recently hung-up channels, so that a late event about one does not

@@ -7,9 +7,11 @@ use switchboard_proto::ami::{Message, decode_text};
 
 use super::super::{Millis, PREFIX_ENDPOINT, PREFIX_QUEUE, Sink, topic_segment};
 use super::event::{Block, named};
-use super::model::{Caller, Endpoint, Id, Member, Queue, arc, parse_bool, parse_u64, set_text};
+use super::model::{
+    Caller, Endpoint, Id, Map, Member, Queue, arc, parse_bool, parse_u64, set_text,
+};
 use super::render::{Obj, write_endpoint, write_queue};
-use super::{BIG_QUEUE, BIG_QUEUE_UPDATE_MS, MAX_ENDPOINTS, MAX_QUEUE_ENTRIES, MAX_QUEUES, Pbx};
+use super::{BIG_LIST, BIG_UPDATE_MS, MAX_ENDPOINTS, MAX_QUEUE_ENTRIES, MAX_QUEUES, Pbx};
 
 /// An endpoint's state before any `DeviceStateChange`.
 const UNKNOWN_STATE: &str = "UNKNOWN";
@@ -78,6 +80,7 @@ impl Pbx {
             Queue {
                 name: k.clone(),
                 callers: Vec::new(),
+                caller_ids: Map::default(),
                 members: Vec::new(),
                 dirty: false,
                 changed_by: String::new(),
@@ -125,11 +128,13 @@ impl Pbx {
                 let chan = named(block.channel).map(decode_text);
                 self.queues.get_mut(&key).is_some_and(|q| {
                     let before = q.callers.len();
-                    q.callers.retain(|c| match (&id, &chan) {
-                        (Some(id), _) => *c.uniqueid != **id,
-                        (None, Some(ch)) => c.channel != **ch,
-                        (None, None) => true,
-                    });
+                    match (&id, &chan) {
+                        (Some(id), _) => {
+                            q.remove_caller(id);
+                        }
+                        (None, Some(ch)) => q.retain_callers(|c| c.channel != **ch),
+                        (None, None) => {}
+                    }
                     renumber(&mut q.callers);
                     q.callers.len() != before
                 })
@@ -233,7 +238,7 @@ impl Pbx {
             return false;
         };
         let mut changed = false;
-        let i = match q.callers.iter().position(|c| *c.uniqueid == *id_text) {
+        let i = match q.caller_index(&id_text) {
             Some(i) => i,
             None => {
                 if q.callers.len() >= MAX_QUEUE_ENTRIES {
@@ -246,7 +251,7 @@ impl Pbx {
                 };
                 let uniqueid = uid.clone().unwrap_or_else(|| arc(id));
                 self.queued.insert(uniqueid.clone(), ());
-                q.callers.push(Caller {
+                q.push_caller(Caller {
                     uniqueid,
                     channel: String::new(),
                     position,
@@ -283,8 +288,7 @@ impl Pbx {
         }
         let mut changed: Vec<Arc<str>> = Vec::new();
         for (k, q) in &mut self.queues {
-            if q.callers.iter().any(|c| *c.uniqueid == *uid) {
-                q.callers.retain(|c| *c.uniqueid != *uid);
+            if q.remove_caller(uid) {
                 renumber(&mut q.callers);
                 changed.push(k.clone());
             }
@@ -299,7 +303,7 @@ impl Pbx {
         let mut changed: Vec<Arc<str>> = Vec::new();
         for (k, q) in &mut self.queues {
             let before = (q.callers.len(), q.members.len());
-            q.callers.retain(|c| c.seen == generation);
+            q.retain_callers(|c| c.seen == generation);
             q.members.retain(|m| m.seen == generation);
             if (q.callers.len(), q.members.len()) != before {
                 renumber(&mut q.callers);
@@ -328,6 +332,7 @@ impl Pbx {
                     channels: Default::default(),
                     dirty: false,
                     changed_by: String::new(),
+                    updated_ms: 0,
                 },
             );
         }
@@ -374,9 +379,9 @@ impl Pbx {
     }
 
     /// Publishes the `update` of every queue and endpoint changed since the last
-    /// flush (a big queue's only once [`BIG_QUEUE_UPDATE_MS`] have passed since its
-    /// last one: it stays dirty until then); forgets endpoints with no channel and no
-    /// known state.
+    /// flush (a big one's only once [`BIG_UPDATE_MS`] have passed since its last
+    /// one: it stays dirty until then); forgets endpoints with no channel and no known
+    /// state.
     pub(super) fn flush_updates(&mut self, now: Millis, out: &mut impl Sink) {
         let mut list = std::mem::take(&mut self.dirty_queues);
         let mut kept = 0;
@@ -387,8 +392,8 @@ impl Pbx {
             let Some(q) = self.queues.get_mut(&key) else {
                 continue;
             };
-            let big = q.callers.len() + q.members.len() > BIG_QUEUE;
-            if big && now < q.updated_ms.saturating_add(BIG_QUEUE_UPDATE_MS) {
+            let big = q.callers.len() + q.members.len() > BIG_LIST;
+            if big && now < q.updated_ms.saturating_add(BIG_UPDATE_MS) {
                 list.swap(kept, i);
                 kept += 1;
                 continue;
@@ -408,11 +413,22 @@ impl Pbx {
         list.truncate(kept);
         self.dirty_queues = list;
         let mut list = std::mem::take(&mut self.dirty_endpoints);
-        for key in &list {
-            let Some(e) = self.endpoints.get_mut(key) else {
+        let mut kept = 0;
+        for i in 0..list.len() {
+            let Some(key) = list.get(i).cloned() else {
+                break;
+            };
+            let Some(e) = self.endpoints.get_mut(&key) else {
                 continue;
             };
+            let big = e.channels.len() > BIG_LIST;
+            if big && now < e.updated_ms.saturating_add(BIG_UPDATE_MS) {
+                list.swap(kept, i);
+                kept += 1;
+                continue;
+            }
             e.dirty = false;
+            e.updated_ms = now;
             self.buf.clear();
             let mut o = Obj::new(&mut self.buf);
             o.str("kind", "update").str("event", &e.changed_by);
@@ -423,10 +439,10 @@ impl Pbx {
             self.topic.push_str(&topic_segment(&e.name));
             out.publish(&self.topic, &self.buf);
             if e.channels.is_empty() && !e.state_known {
-                self.endpoints.remove(key);
+                self.endpoints.remove(&key);
             }
         }
-        list.clear();
+        list.truncate(kept);
         self.dirty_endpoints = list;
     }
 }

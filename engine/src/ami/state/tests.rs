@@ -984,6 +984,17 @@ Cause-txt: User busy
     assert_eq!(q["queue"]["callers"], serde_json::json!([]));
     assert_eq!(q["queue"]["members"][0]["in_call"], true);
     assert_eq!(q["queue"]["members"][0]["status_text"], "UNKNOWN");
+    assert_caller_index_in_step(&pbx);
+}
+
+/// Every queue's index of caller uniqueids holds exactly its callers.
+fn assert_caller_index_in_step(pbx: &Pbx) {
+    for q in pbx.queues.values() {
+        assert_eq!(q.caller_ids.len(), q.callers.len(), "queue {}", q.name);
+        for c in &q.callers {
+            assert!(q.caller_ids.contains_key(&c.uniqueid), "{}", c.uniqueid);
+        }
+    }
 }
 
 #[test]
@@ -1195,8 +1206,8 @@ fn batches_coalesce_updates_and_change_nothing_else() {
     assert_eq!(last_each, last_batched);
 }
 
-/// A queue with more than `BIG_QUEUE` entries gets at most one `update` per
-/// `BIG_QUEUE_UPDATE_MS`, and always one with its final state (published by `tick`
+/// A queue with more than `BIG_LIST` entries gets at most one `update` per
+/// `BIG_UPDATE_MS`, and always one with its final state (published by `tick`
 /// once due); a small queue gets one per change.
 #[test]
 fn big_queues_are_updated_at_most_every_interval_and_always_last() {
@@ -1228,14 +1239,14 @@ fn big_queues_are_updated_at_most_every_interval_and_always_last() {
     }
     now -= 1;
     let updates = callers(&out, "ami.queue.big");
-    // One per change up to BIG_QUEUE callers (the last at start + BIG_QUEUE - 1), then
+    // One per change up to BIG_LIST callers (the last at start + BIG_LIST - 1), then
     // one per interval.
-    let last_small = start + BIG_QUEUE as u64 - 1;
-    let throttled = ((now - last_small) / BIG_QUEUE_UPDATE_MS) as usize;
-    assert_eq!(updates.len(), BIG_QUEUE + throttled, "{updates:?}");
+    let last_small = start + BIG_LIST as u64 - 1;
+    let throttled = ((now - last_small) / BIG_UPDATE_MS) as usize;
+    assert_eq!(updates.len(), BIG_LIST + throttled, "{updates:?}");
     assert_eq!(updates.get(..3), Some(&[1, 2, 3][..]));
-    let first_held = BIG_QUEUE + BIG_QUEUE_UPDATE_MS as usize;
-    assert_eq!(updates.get(BIG_QUEUE), Some(&first_held));
+    let first_held = BIG_LIST + BIG_UPDATE_MS as usize;
+    assert_eq!(updates.get(BIG_LIST), Some(&first_held));
     assert!(
         updates.last() < Some(&N),
         "the last change is still held back"
@@ -1243,10 +1254,10 @@ fn big_queues_are_updated_at_most_every_interval_and_always_last() {
     // Held back until due; then its final state.
     pbx.tick(now, &mut out);
     assert_eq!(callers(&out, "ami.queue.big").len(), updates.len());
-    pbx.tick(now + BIG_QUEUE_UPDATE_MS, &mut out);
+    pbx.tick(now + BIG_UPDATE_MS, &mut out);
     let updates = callers(&out, "ami.queue.big");
     assert_eq!(updates.last(), Some(&N));
-    pbx.tick(now + 10 * BIG_QUEUE_UPDATE_MS, &mut out);
+    pbx.tick(now + 10 * BIG_UPDATE_MS, &mut out);
     assert_eq!(
         callers(&out, "ami.queue.big"),
         updates,
@@ -1269,6 +1280,31 @@ fn big_queues_are_updated_at_most_every_interval_and_always_last() {
         .map(|(_, d)| json(d))
         .expect("a snapshot of the queue");
     assert_eq!(q["queue"]["callers"].as_array().map(Vec::len), Some(N));
+    assert_caller_index_in_step(&pbx);
+    // Half leave, a tenth hang up while waiting: the rest keep their order.
+    for i in (0..N).step_by(2) {
+        let leave = format!(
+            "Event: QueueCallerLeave\nPrivilege: agent,all\nQueue: big\nChannel: SIP/c-big{i}\n\
+             ChannelState: 6\nUniqueid: big.{i}\nLinkedid: big.{i}\nPosition: 1\n\n"
+        );
+        apply_text(&mut pbx, &leave, now, &mut out);
+    }
+    for i in (1..N).step_by(10) {
+        let hangup = format!(
+            "Event: Hangup\nPrivilege: call,all\nChannel: SIP/c-big{i}\nChannelState: 6\n\
+             Uniqueid: big.{i}\nLinkedid: big.{i}\nCause: 16\n\n"
+        );
+        apply_text(&mut pbx, &hangup, now, &mut out);
+    }
+    assert_caller_index_in_step(&pbx);
+    let q = pbx.queues.get("big").expect("the queue");
+    assert_eq!(q.callers.len(), N / 2 - N / 10);
+    let positions: Vec<u64> = q.callers.iter().map(|c| c.position).collect();
+    assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+    assert!(q.callers.iter().all(|c| {
+        let i: usize = c.uniqueid.trim_start_matches("big.").parse().unwrap_or(0);
+        i % 2 == 1 && i % 10 != 1
+    }));
 }
 
 /// A parser that skips the events the model drops on sight changes nothing the model
@@ -1295,4 +1331,50 @@ fn skipping_the_dropped_events_changes_nothing() {
     // Noise that is published is not skipped.
     let pbx = Pbx::new(EventFilter::new(&["CEL".to_owned()]));
     assert_eq!(pbx.skippable(), ["CEL"]);
+}
+
+/// A trunk endpoint with more than `BIG_LIST` channels is updated at most every
+/// `BIG_UPDATE_MS` too, and its last change always gets an update.
+#[test]
+fn big_endpoints_are_updated_at_most_every_interval_and_always_last() {
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut out = Pubs::new();
+    pbx.set_connected(true, &mut out);
+    const N: usize = 400;
+    let start = 2_000_000;
+    let mut now = start;
+    for i in 0..N {
+        let event = format!(
+            "Event: Newchannel\nPrivilege: call,all\nChannel: PJSIP/trunk-{i:08x}\n\
+             ChannelState: 4\nChannelStateDesc: Ring\nCallerIDNum: 100\nUniqueid: t.{i}\n\
+             Linkedid: t.{i}\n\n"
+        );
+        apply_text(&mut pbx, &event, now, &mut out);
+        now += 1;
+    }
+    now -= 1;
+    let counts = |pubs: &Pubs| -> Vec<u64> {
+        pubs.iter()
+            .filter(|(t, _)| t == "ami.endpoint.PJSIP/trunk")
+            .map(|(_, d)| json(d)["endpoint"]["channel_count"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let updates = counts(&out);
+    let last_small = start + BIG_LIST as u64 - 1;
+    let throttled = ((now - last_small) / BIG_UPDATE_MS) as usize;
+    assert_eq!(updates.len(), BIG_LIST + throttled, "{updates:?}");
+    assert!(updates.last() < Some(&(N as u64)));
+    pbx.tick(now + BIG_UPDATE_MS, &mut out);
+    let updates = counts(&out);
+    assert_eq!(updates.last(), Some(&(N as u64)));
+    let listed = out
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "ami.endpoint.PJSIP/trunk")
+        .map(|(_, d)| {
+            json(d)["endpoint"]["channels"]
+                .as_array()
+                .map_or(0, Vec::len)
+        });
+    assert_eq!(listed, Some(render::MAX_ENDPOINT_CHANNELS_LISTED));
 }
