@@ -2,7 +2,8 @@
 //! `Response: Follows`) gives the same items, error and leftover whole and split at
 //! a fuzzer-chosen point; every message it yields, written back, parses to the same
 //! message and rewrites to the same bytes (for messages without a bare CR, which
-//! the writer drops).
+//! the writer drops); with `skip_events`, only the skipped messages differ (they keep
+//! their first field).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -104,6 +105,35 @@ fuzz_target!(|data: &[u8]| {
             let m = m.message();
             assert_eq!(m.raw(), raw.as_slice());
             round_trip(&m);
+        }
+    }
+
+    // Skipping events changes only the skipped messages' fields (to their first one),
+    // nothing of the framing, errors and leftover, whatever the split.
+    let skipping = || make().skip_events(["VarSet", "X"]);
+    let skipped = run(skipping, &[&input]);
+    assert_eq!(run(skipping, &[a, b]), skipped, "skipping, split at {at}");
+    assert_eq!((&skipped.1, &skipped.2), (&whole.1, &whole.2));
+    assert_eq!(skipped.0.len(), whole.0.len());
+    for ((s, s_raw), (w, w_raw)) in skipped.0.iter().zip(&whole.0) {
+        assert_eq!(s_raw, w_raw);
+        match (s, w) {
+            (OwnedItem::Message(s), OwnedItem::Message(w)) => {
+                let (s, w) = (s.message(), w.message());
+                let first = w.field(0);
+                let skips = first.is_some_and(|f| {
+                    f.is("Event")
+                        && (f.value().eq_ignore_ascii_case(b"VarSet")
+                            || f.value().eq_ignore_ascii_case(b"X"))
+                });
+                if skips {
+                    assert_eq!(s.len(), 1);
+                    assert_eq!(s.field(0), first);
+                } else {
+                    assert_eq!(s, w);
+                }
+            }
+            (s, w) => assert_eq!(s, w),
         }
     }
 });
