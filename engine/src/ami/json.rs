@@ -57,7 +57,9 @@ impl<'a> Text<'a> {
     }
 
     /// `part` as text: borrowed from the message's text when `part` is a slice of a
-    /// UTF-8 message (found by its address), else [`decode_text`].
+    /// UTF-8 message (found by its address), else [`decode_text`]. Exact: an offset
+    /// and length within the message mean `part` lies in the message's own memory
+    /// (no other live slice can), so its bytes are those of the text returned.
     #[inline]
     pub fn of(&self, part: &'a [u8]) -> Cow<'a, str> {
         let at = (part.as_ptr() as usize).wrapping_sub(self.raw.as_ptr() as usize);
