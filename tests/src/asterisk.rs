@@ -834,6 +834,10 @@ impl AmiMsg {
             _ => None,
         }
     }
+    /// The keys, in order.
+    pub fn keys(&self) -> Vec<&str> {
+        self.fields.iter().map(|(k, _)| k.as_str()).collect()
+    }
 }
 
 /// A blocking AMI client over plain TCP, every wait bounded: for driving the test PBX
@@ -852,25 +856,52 @@ impl Ami {
     }
 
     pub fn try_connect(addr: SocketAddr) -> io::Result<Ami> {
-        let s = crate::tcp_connect(addr)?;
-        let mut a = Ami {
-            s,
+        let mut a = Ami::try_connect_raw(addr)?;
+        match a.try_line(Instant::now() + DEFAULT_TIMEOUT) {
+            Some(banner) => {
+                a.banner = banner;
+                Ok(a)
+            }
+            None => Err(io::Error::new(
+                ErrorKind::TimedOut,
+                format!("no banner: {:?}", String::from_utf8_lossy(&a.buf)),
+            )),
+        }
+    }
+
+    /// Connects without reading anything (the banner is then the first [`line`](Self::line)).
+    pub fn connect_raw(addr: SocketAddr) -> Ami {
+        Ami::try_connect_raw(addr).unwrap_or_else(|e| panic!("e2e: AMI connect to {addr}: {e}"))
+    }
+
+    fn try_connect_raw(addr: SocketAddr) -> io::Result<Ami> {
+        Ok(Ami {
+            s: crate::tcp_connect(addr)?,
             buf: Vec::new(),
             closed: false,
             banner: String::new(),
-        };
-        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        })
+    }
+
+    /// The next line (the banner); panics after `timeout`.
+    pub fn line(&mut self, timeout: Duration) -> String {
+        self.try_line(Instant::now() + timeout).unwrap_or_else(|| {
+            panic!(
+                "e2e: no AMI line within {timeout:?}: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            )
+        })
+    }
+
+    fn try_line(&mut self, deadline: Instant) -> Option<String> {
         loop {
-            if let Some(i) = a.buf.windows(2).position(|w| w == b"\r\n") {
-                a.banner = String::from_utf8_lossy(&a.buf[..i]).into_owned();
-                a.buf.drain(..i + 2);
-                return Ok(a);
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Some(line);
             }
-            if !a.fill(deadline) {
-                return Err(io::Error::new(
-                    ErrorKind::TimedOut,
-                    format!("no banner: {:?}", String::from_utf8_lossy(&a.buf)),
-                ));
+            if !self.fill(deadline) {
+                return None;
             }
         }
     }
@@ -881,6 +912,42 @@ impl Ami {
 
     pub fn stream(&self) -> &TcpStream {
         &self.s
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.s.local_addr().expect("e2e: AMI local address")
+    }
+
+    /// Bytes received and not yet taken as a line or a message.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes the bytes [`pending`](Self::pending).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Reads until the server closes the connection; the bytes read (and not taken
+    /// before), or `None` on timeout.
+    pub fn until_closed(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        while !self.closed {
+            if !self.fill(deadline) && !self.closed {
+                return None;
+            }
+        }
+        Some(std::mem::take(&mut self.buf))
+    }
+
+    /// Every message received within `d`.
+    pub fn collect_for(&mut self, d: Duration) -> Vec<AmiMsg> {
+        let deadline = Instant::now() + d;
+        let mut out = Vec::new();
+        while let Some(m) = self.next(deadline.saturating_duration_since(Instant::now())) {
+            out.push(m);
+        }
+        out
     }
 
     /// Whether the server closed the connection (seen by a read).
@@ -905,7 +972,8 @@ impl Ami {
         self.send_raw(&t);
     }
 
-    fn fill(&mut self, deadline: Instant) -> bool {
+    /// Reads more bytes (kept as [`pending`](Self::pending)); false on timeout or close.
+    pub fn fill(&mut self, deadline: Instant) -> bool {
         if self.closed {
             return false;
         }
@@ -1011,11 +1079,17 @@ impl Ami {
 
     /// Plain login (all events on); panics unless `Authentication accepted`.
     pub fn login(&mut self, user: &str, secret: &str) -> AmiMsg {
-        self.action(
-            "Login",
-            "e2e-login",
-            &[("Username", user), ("Secret", secret)],
-        );
+        self.login_events(user, secret, None)
+    }
+
+    /// Plain login with an `Events:` mask (`None`: the user's default); panics unless
+    /// `Authentication accepted`.
+    pub fn login_events(&mut self, user: &str, secret: &str, events: Option<&str>) -> AmiMsg {
+        let mut fields = vec![("Username", user), ("Secret", secret)];
+        if let Some(e) = events {
+            fields.push(("Events", e));
+        }
+        self.action("Login", "e2e-login", &fields);
         let r = self.response("e2e-login");
         assert_eq!(
             (r.response(), r.get("Message")),

@@ -1,232 +1,26 @@
 //! End-to-end tests of `ami-sim`, the simulated Asterisk PBX: the real binary on loopback,
-//! driven by a plain TCP client written here (no AMI library), each test with its own
-//! server. What a real Asterisk answers is taken from the captures in
+//! driven by the harness's plain TCP AMI client (no AMI library), each test with its
+//! own server. What a real Asterisk answers is taken from the captures in
 //! `proto/tests/fixtures/ami/`.
 //!
 //! No timing assertions beyond lower bounds that cannot flake (the failed-login delay,
 //! a stall, a fault period) and the upper bound of `slow-write` (the server cannot write
 //! faster than the cap, whatever the machine does).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use switchboard_e2e::asterisk::md5_hex;
+use switchboard_e2e::asterisk::{Ami, AmiMsg as Msg, md5_hex};
 use switchboard_e2e::*;
 
 const LONG: Duration = Duration::from_secs(20);
 
-/// One AMI message as received: its text and its fields in order.
-#[derive(Debug, Clone)]
-struct Msg {
-    raw: String,
-    fields: Vec<(String, String)>,
-}
-
-impl Msg {
-    fn parse(raw: &[u8]) -> Msg {
-        let raw = String::from_utf8_lossy(raw).into_owned();
-        let fields = raw
-            .split("\r\n")
-            .filter(|l| !l.is_empty())
-            .map(|l| match l.split_once(": ") {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (l.trim_end_matches(':').to_string(), String::new()),
-            })
-            .collect();
-        Msg { raw, fields }
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn event(&self) -> Option<&str> {
-        match self.fields.first() {
-            Some((k, v)) if k == "Event" => Some(v),
-            _ => None,
-        }
-    }
-
-    fn response(&self) -> Option<&str> {
-        match self.fields.first() {
-            Some((k, v)) if k == "Response" => Some(v),
-            _ => None,
-        }
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.fields.iter().map(|(k, _)| k.as_str()).collect()
-    }
-}
-
-/// A plain TCP AMI client.
-struct Ami {
-    s: TcpStream,
-    buf: Vec<u8>,
-    closed: bool,
-}
-
-impl Ami {
-    fn connect(addr: SocketAddr) -> Ami {
-        let s = tcp_connect(addr).expect("connect to ami-sim");
-        Ami {
-            s,
-            buf: Vec::new(),
-            closed: false,
-        }
-    }
-
-    /// Connects and checks the banner.
-    fn open(addr: SocketAddr) -> Ami {
-        let mut a = Ami::connect(addr);
-        assert_eq!(a.line(DEFAULT_TIMEOUT), "Asterisk Call Manager/11.0.0");
-        a
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.s.local_addr().unwrap()
-    }
-
-    fn send(&mut self, text: &str) {
-        self.s.write_all(text.as_bytes()).expect("send to ami-sim");
-    }
-
-    /// Sends `Action: name`, `ActionID: id`, then `fields`.
-    fn action(&mut self, name: &str, id: &str, fields: &[(&str, &str)]) {
-        let mut t = format!("Action: {name}\r\nActionID: {id}\r\n");
-        for (k, v) in fields {
-            t.push_str(&format!("{k}: {v}\r\n"));
-        }
-        t.push_str("\r\n");
-        self.send(&t);
-    }
-
-    /// Reads more bytes; false on timeout or close.
-    fn fill(&mut self, deadline: Instant) -> bool {
-        if self.closed {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        self.s
-            .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
-            .unwrap();
-        let mut tmp = [0u8; 65536];
-        match self.s.read(&mut tmp) {
-            Ok(0) => {
-                self.closed = true;
-                false
-            }
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
-            Err(_) => {
-                self.closed = true;
-                false
-            }
-        }
-    }
-
-    /// The next line (the banner).
-    fn line(&mut self, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
-                self.buf.drain(..i + 2);
-                return line;
-            }
-            assert!(
-                self.fill(deadline),
-                "no line within {timeout:?}: {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-        }
-    }
-
-    /// The next message, or None on timeout or close.
-    fn next(&mut self, timeout: Duration) -> Option<Msg> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let m = Msg::parse(&self.buf[..i + 4]);
-                self.buf.drain(..i + 4);
-                return Some(m);
-            }
-            if !self.fill(deadline) {
-                return None;
-            }
-        }
-    }
-
-    /// Skips messages until one matches.
-    fn expect(&mut self, what: &str, timeout: Duration, f: impl Fn(&Msg) -> bool) -> Msg {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left) {
-                Some(m) if f(&m) => return m,
-                Some(_) => {}
-                None => panic!("no {what} within {timeout:?} (closed: {})", self.closed),
-            }
-        }
-    }
-
-    /// The response carrying ActionID `id` (events before it skipped).
-    fn response(&mut self, id: &str) -> Msg {
-        self.expect(&format!("response {id}"), DEFAULT_TIMEOUT, |m| {
-            m.response().is_some() && m.get("ActionID") == Some(id)
-        })
-    }
-
-    fn login(&mut self, user: &str, secret: &str, events: Option<&str>) -> Msg {
-        let mut f = vec![("Username", user), ("Secret", secret)];
-        if let Some(e) = events {
-            f.push(("Events", e));
-        }
-        self.action("Login", "login-1", &f);
-        let r = self.response("login-1");
-        assert_eq!(
-            r.get("Message"),
-            Some("Authentication accepted"),
-            "{}",
-            r.raw
-        );
-        r
-    }
-
-    /// Reads until the server closes the connection; the bytes read, or None on timeout.
-    fn until_closed(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        while !self.closed {
-            if !self.fill(deadline) && !self.closed {
-                return None;
-            }
-        }
-        Some(std::mem::take(&mut self.buf))
-    }
-
-    /// Every message received within `d`.
-    fn collect_for(&mut self, d: Duration) -> Vec<Msg> {
-        let deadline = Instant::now() + d;
-        let mut out = Vec::new();
-        while let Some(m) = self.next(deadline.saturating_duration_since(Instant::now())) {
-            out.push(m);
-        }
-        out
-    }
+/// Connects and checks the banner of ami-sim's default version (Asterisk 22).
+fn open(addr: SocketAddr) -> Ami {
+    let a = Ami::connect(addr);
+    assert_eq!(a.banner(), "Asterisk Call Manager/11.0.0");
+    a
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -254,13 +48,13 @@ fn banner_per_asterisk_version() {
         ("22", "Asterisk Call Manager/11.0.0"),
     ] {
         let server = ami_sim(&["--asterisk-version", v, "--no-calls"]);
-        let mut a = Ami::connect(server.addr());
+        let mut a = Ami::connect_raw(server.addr());
         assert_eq!(a.line(DEFAULT_TIMEOUT), banner);
         // The banner is one line, with no empty line after it: nothing else comes.
         assert!(a.next(Duration::from_millis(300)).is_none());
-        assert!(a.buf.is_empty(), "{:?}", text(&a.buf));
+        assert!(a.pending().is_empty(), "{:?}", text(a.pending()));
         if v == "16" {
-            a.login("admin", "amp111", Some("off"));
+            a.login_events("admin", "amp111", Some("off"));
             a.action("Command", "c-1", &[("Command", "core show version")]);
             let r = a.response("c-1");
             assert_eq!(r.get("Message"), Some("Command output follows"));
@@ -272,13 +66,13 @@ fn banner_per_asterisk_version() {
         }
     }
     let default = ami_sim(&["--no-calls"]);
-    Ami::open(default.addr());
+    open(default.addr());
 }
 
 #[test]
 fn permission_denied_before_login_then_plain_login_and_fully_booted() {
     let server = ami_sim(&["--no-calls"]);
-    let mut a = Ami::open(server.addr());
+    let mut a = open(server.addr());
     for action in ["Ping", "Originate", "QueueStatus", "NoSuchThing"] {
         a.action(action, "x-1", &[]);
         let r = a.next(DEFAULT_TIMEOUT).unwrap();
@@ -287,7 +81,7 @@ fn permission_denied_before_login_then_plain_login_and_fully_booted() {
             "Response: Error\r\nActionID: x-1\r\nMessage: Permission denied\r\n\r\n"
         );
     }
-    a.send("Action: Login\r\nActionID: kit-1\r\nUsername: admin\r\nSecret: amp111\r\n\r\n");
+    a.send_raw("Action: Login\r\nActionID: kit-1\r\nUsername: admin\r\nSecret: amp111\r\n\r\n");
     // asterisk22-local.txt: the response, FullyBooted, SuccessfulAuth (security class).
     let r = a.next(DEFAULT_TIMEOUT).unwrap();
     assert_eq!(
@@ -352,7 +146,7 @@ fn permission_denied_before_login_then_plain_login_and_fully_booted() {
 #[test]
 fn md5_login() {
     let server = ami_sim(&["--no-calls", "--user", "lab:s3cret"]);
-    let mut a = Ami::open(server.addr());
+    let mut a = open(server.addr());
     a.action("Challenge", "ch-1", &[("AuthType", "MD5")]);
     let c = a.response("ch-1");
     assert_eq!(c.keys(), ["Response", "ActionID", "Challenge"]);
@@ -382,7 +176,7 @@ fn md5_login() {
     );
 
     // A wrong key fails like a wrong secret.
-    let mut b = Ami::open(server.addr());
+    let mut b = open(server.addr());
     b.action("Challenge", "ch-2", &[("AuthType", "MD5")]);
     let c = b.response("ch-2");
     let wrong = md5_hex(format!("{}amp111", c.get("Challenge").unwrap()).as_bytes());
@@ -401,7 +195,7 @@ fn md5_login() {
 #[test]
 fn bad_login_waits_a_second_then_closes() {
     let server = ami_sim(&["--no-calls"]);
-    let mut a = Ami::open(server.addr());
+    let mut a = open(server.addr());
     let t = Instant::now();
     a.action(
         "Login",
@@ -426,22 +220,22 @@ fn bad_login_waits_a_second_then_closes() {
 #[test]
 fn unknown_missing_too_long_too_many_bare_lf_lower_case() {
     let server = ami_sim(&["--no-calls"]);
-    let mut a = Ami::open(server.addr());
-    a.login("admin", "amp111", Some("off"));
+    let mut a = open(server.addr());
+    a.login_events("admin", "amp111", Some("off"));
     // asterisk16-edge.bin and asterisk16-md5.bin, message for message.
-    a.send("Action: NoSuchThing\r\nActionID: u-1\r\n\r\n");
+    a.send_raw("Action: NoSuchThing\r\nActionID: u-1\r\n\r\n");
     assert_eq!(
         a.next(DEFAULT_TIMEOUT).unwrap().raw,
         "Response: Error\r\nActionID: u-1\r\nMessage: Invalid/unknown command: NoSuchThing. \
          Use Action: ListCommands to show available commands.\r\n\r\n"
     );
-    a.send("ActionID: noaction-1\r\nFoo: bar\r\n\r\n");
+    a.send_raw("ActionID: noaction-1\r\nFoo: bar\r\n\r\n");
     assert_eq!(
         a.next(DEFAULT_TIMEOUT).unwrap().raw,
         "Response: Error\r\nActionID: noaction-1\r\nMessage: Missing action in request\r\n\r\n"
     );
     let long = "x".repeat(3000);
-    a.send(&format!(
+    a.send_raw(&format!(
         "Action: Ping\r\nActionID: long-1\r\nX-Long: {long}\r\n\r\n"
     ));
     assert_eq!(
@@ -453,17 +247,17 @@ fn unknown_missing_too_long_too_many_bare_lf_lower_case() {
         many.push_str(&format!("X-{i}: y\r\n"));
     }
     many.push_str("\r\n");
-    a.send(&many);
+    a.send_raw(&many);
     assert_eq!(
         a.next(DEFAULT_TIMEOUT).unwrap().raw,
         "Response: Error\r\nActionID: many-1\r\nMessage: Too many lines in message or allocation failure\r\n\r\n"
     );
     // The session goes on: bare LF, no space after the colon, lower-case keys and
     // action names, duplicate ActionID (the first wins).
-    a.send("Action: Ping\nActionID: lf-1\n\n");
-    a.send("Action:Ping\r\nActionID: nospace-1\r\n\r\n");
-    a.send("action: ping\r\nactionid: lower-1\r\n\r\n");
-    a.send("Action: PING\r\nActionID: dup-1\r\nActionID: dup-2\r\n\r\n");
+    a.send_raw("Action: Ping\nActionID: lf-1\n\n");
+    a.send_raw("Action:Ping\r\nActionID: nospace-1\r\n\r\n");
+    a.send_raw("action: ping\r\nactionid: lower-1\r\n\r\n");
+    a.send_raw("Action: PING\r\nActionID: dup-1\r\nActionID: dup-2\r\n\r\n");
     for id in ["lf-1", "nospace-1", "lower-1", "dup-1"] {
         let r = a.next(DEFAULT_TIMEOUT).unwrap();
         assert_eq!(
@@ -475,7 +269,7 @@ fn unknown_missing_too_long_too_many_bare_lf_lower_case() {
         assert_eq!(r.keys(), ["Response", "ActionID", "Ping", "Timestamp"]);
     }
     // No ActionID: none echoed.
-    a.send("Action: Ping\r\n\r\n");
+    a.send_raw("Action: Ping\r\n\r\n");
     assert_eq!(
         a.next(DEFAULT_TIMEOUT).unwrap().keys(),
         ["Response", "Ping", "Timestamp"]
@@ -500,8 +294,8 @@ fn read_only_user_is_denied_originate_and_command() {
         users.to_str().unwrap(),
     ]);
     // asterisk16-perm.bin.
-    let mut a = Ami::open(server.addr());
-    a.send("Action: Login\r\nActionID: l\r\nUsername: ro\r\nSecret: ro\r\n\r\n");
+    let mut a = open(server.addr());
+    a.send_raw("Action: Login\r\nActionID: l\r\nUsername: ro\r\nSecret: ro\r\n\r\n");
     assert_eq!(
         a.response("l").get("Message"),
         Some("Authentication accepted")
@@ -529,8 +323,8 @@ fn read_only_user_is_denied_originate_and_command() {
     assert_eq!(a.response("qs-1").get("EventList"), Some("start"));
 
     // The users file's user: agent actions yes, call control no.
-    let mut p = Ami::open(server.addr());
-    p.login("panel", "panel", None);
+    let mut p = open(server.addr());
+    p.login_events("panel", "panel", None);
     p.action(
         "QueuePause",
         "qp-1",
@@ -546,14 +340,14 @@ fn read_only_user_is_denied_originate_and_command() {
 fn login_timeout_and_unauthenticated_limit() {
     let server = ami_sim(&["--no-calls", "--auth-timeout", "1s", "--auth-limit", "2"]);
     let t = Instant::now();
-    let mut a = Ami::open(server.addr());
-    let mut b = Ami::open(server.addr());
+    let mut a = open(server.addr());
+    let mut b = open(server.addr());
     // A third session not logged in is closed at once, without a banner.
-    let mut c = Ami::connect(server.addr());
+    let mut c = Ami::connect_raw(server.addr());
     assert_eq!(c.until_closed(DEFAULT_TIMEOUT), Some(Vec::new()));
     // Logging in frees a slot.
-    b.login("admin", "amp111", Some("off"));
-    let mut d = Ami::open(server.addr());
+    b.login_events("admin", "amp111", Some("off"));
+    let mut d = open(server.addr());
     // Not logged in after 1 s: closed without a word.
     assert_eq!(a.until_closed(DEFAULT_TIMEOUT), Some(Vec::new()));
     assert!(t.elapsed() >= Duration::from_secs(1));
@@ -607,8 +401,8 @@ fn read_list(a: &mut Ami, id: &str, complete: &str, will_follow: &str) -> (Vec<M
 #[test]
 fn queue_status_and_core_show_channels_lists() {
     let server = ami_sim(&["--calls-per-sec", "5", "--seed", "3"]);
-    let mut a = Ami::open(server.addr());
-    a.login("admin", "amp111", Some("off"));
+    let mut a = open(server.addr());
+    a.login_events("admin", "amp111", Some("off"));
     a.action("QueueStatus", "qs-1", &[]);
     let (items, _) = read_list(
         &mut a,
@@ -731,8 +525,8 @@ fn queue_status_and_core_show_channels_lists() {
 #[test]
 fn every_simulated_action_is_answered_with_its_action_id() {
     let server = ami_sim(&["--no-calls"]);
-    let mut a = Ami::open(server.addr());
-    a.login("admin", "amp111", Some("off"));
+    let mut a = open(server.addr());
+    a.login_events("admin", "amp111", Some("off"));
     for (i, action) in [
         "Redirect",
         "Atxfer",
@@ -773,8 +567,8 @@ fn every_simulated_action_is_answered_with_its_action_id() {
 #[test]
 fn originate_async_then_originate_response() {
     let server = ami_sim(&["--no-calls", "--seed", "5"]);
-    let mut a = Ami::open(server.addr());
-    a.login("admin", "amp111", None);
+    let mut a = open(server.addr());
+    a.login_events("admin", "amp111", None);
     a.action(
         "Originate",
         "o-1",
@@ -821,10 +615,10 @@ fn originate_async_then_originate_response() {
 #[test]
 fn hangup_of_a_live_channel_sends_its_hangup_events() {
     let server = ami_sim(&["--calls-per-sec", "4", "--seed", "11"]);
-    let mut lister = Ami::open(server.addr());
-    lister.login("admin", "amp111", Some("off"));
-    let mut watcher = Ami::open(server.addr());
-    watcher.login("admin", "amp111", Some("call"));
+    let mut lister = open(server.addr());
+    lister.login_events("admin", "amp111", Some("off"));
+    let mut watcher = open(server.addr());
+    watcher.login_events("admin", "amp111", Some("call"));
     // A channel listed may end by itself before the Hangup reaches it: then try another.
     let deadline = Instant::now() + LONG;
     let channel = loop {
@@ -875,12 +669,12 @@ fn hangup_of_a_live_channel_sends_its_hangup_events() {
 #[test]
 fn event_masks_filter() {
     let server = ami_sim(&["--calls-per-sec", "10", "--seed", "2"]);
-    let mut off = Ami::open(server.addr());
-    off.login("admin", "amp111", Some("off"));
-    let mut call = Ami::open(server.addr());
-    call.login("admin", "amp111", Some("call"));
-    let mut all = Ami::open(server.addr());
-    all.login("admin", "amp111", Some("on"));
+    let mut off = open(server.addr());
+    off.login_events("admin", "amp111", Some("off"));
+    let mut call = open(server.addr());
+    call.login_events("admin", "amp111", Some("call"));
+    let mut all = open(server.addr());
+    all.login_events("admin", "amp111", Some("on"));
 
     let got_all = all.collect_for(Duration::from_secs(3));
     let classes_all: std::collections::BTreeSet<String> = got_all
@@ -938,8 +732,8 @@ fn event_masks_filter() {
         "--user",
         "ag:x:read=agent",
     ]);
-    let mut ag = Ami::open(server.addr());
-    ag.send("Action: Login\r\nActionID: l\r\nUsername: ag\r\nSecret: x\r\nEvents: on\r\n\r\n");
+    let mut ag = open(server.addr());
+    ag.send_raw("Action: Login\r\nActionID: l\r\nUsername: ag\r\nSecret: x\r\nEvents: on\r\n\r\n");
     assert_eq!(
         ag.response("l").get("Message"),
         Some("Authentication accepted")
@@ -956,10 +750,10 @@ fn a_client_that_does_not_read_is_dropped_and_the_others_go_on() {
     // socket buffers and queue within seconds, while the reader survives the stalls a
     // busy test machine inflicts on its thread (over a second of buffering).
     let server = ami_sim(&["--events-per-sec", "5000", "--seed", "9"]);
-    let mut reader = Ami::open(server.addr());
-    reader.login("admin", "amp111", None);
-    let mut sleeper = Ami::open(server.addr());
-    sleeper.login("admin", "amp111", None);
+    let mut reader = open(server.addr());
+    reader.login_events("admin", "amp111", None);
+    let mut sleeper = open(server.addr());
+    sleeper.login_events("admin", "amp111", None);
     let port = sleeper.local_addr().port();
     // The sleeper stops reading; the reader keeps up. The sleeper is dropped once its
     // socket buffers and its queue are full (a write blocking 100 ms, or 4 MiB queued).
@@ -1059,15 +853,15 @@ fn replay_of_a_recording_serves_its_events() {
     assert!(last_us > 1_000_000, "the last event at {last_us} us");
     for speed in ["max", "2"] {
         let server = ami_sim(&["--replay", path.to_str().unwrap(), "--speed", speed]);
-        let mut a = Ami::open(server.addr());
+        let mut a = open(server.addr());
         let t = Instant::now();
-        a.login("admin", "amp111", None);
+        a.login_events("admin", "amp111", None);
         let deadline = Instant::now() + LONG;
-        while a.buf.len() < expected.len() && a.fill(deadline) {}
+        while a.pending().len() < expected.len() && a.fill(deadline) {}
         let elapsed = t.elapsed();
-        assert_eq!(a.buf.len(), expected.len(), "--speed {speed}");
+        assert_eq!(a.pending().len(), expected.len(), "--speed {speed}");
         assert!(
-            a.buf == expected,
+            a.pending() == expected,
             "--speed {speed}: the replayed stream differs from the recording"
         );
         if speed == "2" {
@@ -1106,18 +900,18 @@ fn replay_and_read(capture: &std::path::Path, extra: &[&str], want: usize) -> Ve
     let mut args = vec!["--replay", capture.to_str().unwrap(), "--speed", "max"];
     args.extend_from_slice(extra);
     let server = ami_sim(&args);
-    let mut a = Ami::open(server.addr());
-    a.send("Action: Login\r\nActionID: me-1\r\nUsername: admin\r\nSecret: amp111\r\n\r\n");
+    let mut a = open(server.addr());
+    a.send_raw("Action: Login\r\nActionID: me-1\r\nUsername: admin\r\nSecret: amp111\r\n\r\n");
     let r = a.next(DEFAULT_TIMEOUT).unwrap();
     assert_eq!(
         r.raw,
         "Response: Success\r\nActionID: me-1\r\nMessage: Authentication accepted\r\n\r\n"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while a.buf.len() < want && a.fill(deadline) {}
+    while a.pending().len() < want && a.fill(deadline) {}
     // Nothing more comes after the stream.
     a.fill(Instant::now() + Duration::from_millis(300));
-    std::mem::take(&mut a.buf)
+    a.take_pending()
 }
 
 #[test]
@@ -1157,7 +951,7 @@ fn replay_of_a_real_capture_is_its_event_stream_byte_for_byte() {
 #[test]
 fn fault_refuse_login() {
     let server = ami_sim(&["--no-calls", "--fault", "refuse-login"]);
-    let mut a = Ami::open(server.addr());
+    let mut a = open(server.addr());
     let t = Instant::now();
     a.action(
         "Login",
@@ -1176,9 +970,9 @@ fn fault_refuse_login() {
 fn fault_disconnect_every() {
     let server = ami_sim(&["--calls-per-sec", "5", "--fault", "disconnect-every=1500ms"]);
     for _ in 0..2 {
-        let mut a = Ami::open(server.addr());
+        let mut a = open(server.addr());
         let t = Instant::now();
-        a.login("admin", "amp111", None);
+        a.login_events("admin", "amp111", None);
         let rest = a.until_closed(LONG).expect("not disconnected");
         assert!(
             t.elapsed() >= Duration::from_millis(1500),
@@ -1195,22 +989,26 @@ fn fault_disconnect_every() {
 #[test]
 fn fault_garbage_every() {
     let server = ami_sim(&["--no-calls", "--fault", "garbage-every=300ms"]);
-    let mut a = Ami::open(server.addr());
-    a.login("admin", "amp111", None);
+    let mut a = open(server.addr());
+    a.login_events("admin", "amp111", None);
     let deadline = Instant::now() + DEFAULT_TIMEOUT;
-    while !a.buf.windows(22).any(|w| w == b"~~ ami-sim garbage #2 ") {
-        assert!(a.fill(deadline), "no garbage: {:?}", text(&a.buf));
+    while !a
+        .pending()
+        .windows(22)
+        .any(|w| w == b"~~ ami-sim garbage #2 ")
+    {
+        assert!(a.fill(deadline), "no garbage: {:?}", text(a.pending()));
     }
     let pos = a
-        .buf
+        .pending()
         .windows(22)
         .position(|w| w == b"~~ ami-sim garbage #1 ")
         .unwrap();
     // Between two messages, one line that is no header, then an empty line.
-    assert!(a.buf[..pos].ends_with(b"\r\n\r\n"));
-    assert!(a.buf[pos..].starts_with(b"~~ ami-sim garbage #1 \x00\x7f\xfe\xff ~~\r\n\r\n"));
+    assert!(a.pending()[..pos].ends_with(b"\r\n\r\n"));
+    assert!(a.pending()[pos..].starts_with(b"~~ ami-sim garbage #1 \x00\x7f\xfe\xff ~~\r\n\r\n"));
     // The session goes on.
-    a.buf.clear();
+    a.take_pending();
     a.action("Ping", "p", &[]);
     assert_eq!(a.response("p").get("Ping"), Some("Pong"));
 }
@@ -1219,8 +1017,8 @@ fn fault_garbage_every() {
 fn fault_stall() {
     // Stalled from 1 s to 2 s after login, and from 3 s to 4 s.
     let server = ami_sim(&["--no-calls", "--fault", "stall=1s/2s"]);
-    let mut a = Ami::open(server.addr());
-    a.login("admin", "amp111", Some("off"));
+    let mut a = open(server.addr());
+    a.login_events("admin", "amp111", Some("off"));
     let start = Instant::now();
     let mut worst = Duration::ZERO;
     let mut i = 0;
@@ -1250,13 +1048,13 @@ fn fault_slow_write() {
         "--fault",
         "slow-write=2000",
     ]);
-    let mut a = Ami::open(server.addr());
-    a.send("Action: Login\r\nUsername: admin\r\nSecret: amp111\r\n\r\n");
+    let mut a = open(server.addr());
+    a.send_raw("Action: Login\r\nUsername: admin\r\nSecret: amp111\r\n\r\n");
     let t = Instant::now();
     let deadline = t + Duration::from_secs(3);
     let mut n = 0;
     while a.fill(deadline) {
-        n = a.buf.len();
+        n = a.pending().len();
     }
     let secs = t.elapsed().as_secs_f64();
     // At most 2000 bytes/s (200 bytes per 100 ms slice, the first at once), and the
@@ -1266,7 +1064,7 @@ fn fault_slow_write() {
         "{n} bytes in {secs:.2} s"
     );
     assert!(n >= 1000, "only {n} bytes in {secs:.2} s");
-    assert!(!a.closed);
+    assert!(!a.is_closed());
 }
 
 // =====================================================================================

@@ -992,6 +992,12 @@ mod tests {
         /// Logged in and synced with empty lists.
         fn go_live(&mut self) {
             self.log_in();
+            self.complete_lists();
+            self.out.clear();
+        }
+
+        /// Every resync list answered, empty: the session is live.
+        fn complete_lists(&mut self) {
             let ids = self.list_ids();
             for (name, id) in [
                 "CoreShowChannelsComplete",
@@ -1004,7 +1010,6 @@ mod tests {
                 self.feed(complete(name, id).as_bytes());
             }
             assert_eq!(self.session.phase(), Phase::Live);
-            self.out.clear();
         }
 
         /// Fails the session now with `failure` (through on_failure); the delay.
@@ -1381,18 +1386,7 @@ mod tests {
         h.now = login + interval;
         assert_eq!(h.tick(), Step::Nothing);
         assert_eq!(h.sent(), "Action: Ping\r\nActionID: sb-s-6\r\n\r\n");
-        let ids = h.list_ids();
-        for (name, id) in [
-            "CoreShowChannelsComplete",
-            "QueueStatusComplete",
-            "StatusComplete",
-        ]
-        .iter()
-        .zip(&ids)
-        {
-            h.feed(complete(name, id).as_bytes());
-        }
-        assert_eq!(h.session.phase(), Phase::Live);
+        h.complete_lists();
         h.out.clear();
 
         // The PBX keeps sending events but never answers: they are not pongs.
@@ -1677,17 +1671,7 @@ mod tests {
                 self.step(&answers(MD5_CAPTURE, "li-1", "sb-s-2")),
                 Step::LoggedIn
             );
-            for (name, id) in [
-                "CoreShowChannelsComplete",
-                "QueueStatusComplete",
-                "StatusComplete",
-            ]
-            .iter()
-            .zip(&self.list_ids())
-            {
-                self.feed(complete(name, id).as_bytes());
-            }
-            assert_eq!(self.session.phase(), Phase::Live);
+            self.complete_lists();
         }
     }
 
