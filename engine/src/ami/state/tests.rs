@@ -93,6 +93,14 @@ fn run(bytes: &[u8], chunk: usize) -> (Pbx, Pubs) {
     (pbx, out)
 }
 
+/// The last message published on `topic`, as JSON.
+fn last_on(pubs: &Pubs, topic: &str) -> Option<Value> {
+    pubs.iter()
+        .rev()
+        .find(|(t, _)| t == topic)
+        .map(|(_, d)| json(d))
+}
+
 fn json(data: &[u8]) -> Value {
     serde_json::from_slice(data)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(data)))
@@ -260,12 +268,7 @@ fn asterisk16_calls_lifecycle() {
     let leaves = callers.windows(2).filter(|w| w[1] < w[0]).count();
     assert_eq!((joins, leaves), (2, 2), "{callers:?}");
     assert_eq!(callers.last(), Some(&0));
-    let last = pubs
-        .iter()
-        .rev()
-        .find(|(t, _)| t == "ami.queue.support")
-        .map(|(_, d)| json(d))
-        .expect("queue update");
+    let last = last_on(&pubs, "ami.queue.support").expect("queue update");
     let members = last["queue"]["members"].as_array().expect("members");
     assert_eq!(members.len(), 2);
     assert_eq!(members[0]["interface"], "Local/agent1@agents/n");
@@ -280,12 +283,7 @@ fn asterisk16_calls_lifecycle() {
             || s.contains("\"Event\":\"FullyBooted\"")
     }));
     // Endpoint updates follow device states.
-    let ep = pubs
-        .iter()
-        .rev()
-        .find(|(t, _)| t == "ami.endpoint.Local/200@lab")
-        .map(|(_, d)| json(d))
-        .expect("endpoint update");
+    let ep = last_on(&pubs, "ami.endpoint.Local/200@lab").expect("endpoint update");
     assert_eq!(ep["endpoint"]["state"], "NOT_INUSE");
     assert_eq!(ep["endpoint"]["channels"], serde_json::json!([]));
 }
@@ -526,12 +524,7 @@ fn resync_drops_lost_calls_and_announces_new_ones() {
     assert_eq!(ringing[0]["call"]["queue"], "support");
     assert_eq!(pbx.channels(), 3);
     assert_eq!(pbx.calls(), 2);
-    let q = out
-        .iter()
-        .rev()
-        .find(|(t, _)| t == "ami.queue.support")
-        .map(|(_, d)| json(d))
-        .expect("queue update");
+    let q = last_on(&out, "ami.queue.support").expect("queue update");
     assert_eq!(q["event"], RESYNC_EVENT);
     let members = q["queue"]["members"].as_array().expect("members");
     assert_eq!(members.len(), 1);
@@ -1025,12 +1018,7 @@ fn a_trunk_lists_a_bounded_number_of_its_channels() {
         };
         pbx.on_event(&m, i as u64, &mut out);
     }
-    let last = out
-        .iter()
-        .rev()
-        .find(|(t, _)| t == "ami.endpoint.PJSIP/trunk")
-        .map(|(_, d)| json(d))
-        .expect("an endpoint update");
+    let last = last_on(&out, "ami.endpoint.PJSIP/trunk").expect("an endpoint update");
     assert_eq!(last["endpoint"]["channel_count"], n as u64);
     assert_eq!(
         last["endpoint"]["channels"].as_array().unwrap().len(),
@@ -1237,14 +1225,7 @@ fn big_endpoints_are_updated_at_most_every_interval_and_always_last() {
     pbx.tick(now + BIG_UPDATE_MS, &mut out);
     let updates = counts(&out);
     assert_eq!(updates.last(), Some(&(N as u64)));
-    let listed = out
-        .iter()
-        .rev()
-        .find(|(t, _)| t == "ami.endpoint.PJSIP/trunk")
-        .map(|(_, d)| {
-            json(d)["endpoint"]["channels"]
-                .as_array()
-                .map_or(0, Vec::len)
-        });
+    let listed = last_on(&out, "ami.endpoint.PJSIP/trunk")
+        .map(|v| v["endpoint"]["channels"].as_array().map_or(0, Vec::len));
     assert_eq!(listed, Some(render::MAX_ENDPOINT_CHANNELS_LISTED));
 }
