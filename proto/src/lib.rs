@@ -9,6 +9,7 @@ pub mod control;
 pub mod envelope;
 pub mod http1;
 pub mod position;
+pub mod scan;
 pub mod sse;
 pub mod swar;
 pub mod topic;

@@ -37,6 +37,61 @@ pub fn word_at(b: &[u8], at: usize) -> u64 {
         .map_or(0, |w| u64::from_le_bytes(*w))
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+
+/// `a.eq_ignore_ascii_case(b)`, eight bytes at a time: equal words are equal; else
+/// every differing byte must differ in bit 5 only (0x20, the ASCII case bit) and be
+/// a letter. Slices of up to 8 bytes (most AMI keys and names) are one word each.
+#[inline]
+pub fn eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && if a.len() <= 8 {
+            words_eq_ignore_ascii_case(load_word(a), load_word(b))
+        } else {
+            long_eq_ignore_ascii_case(a, b)
+        }
+}
+
+/// [`eq_ignore_ascii_case`] of two slices of the same length, longer than 8 bytes.
+fn long_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
+    let mut at = 0;
+    while at + 8 < a.len() {
+        if !words_eq_ignore_ascii_case(word_at(a, at), word_at(b, at)) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last word overlaps the one before: bytes compared twice compare alike.
+    let last = a.len() - 8;
+    words_eq_ignore_ascii_case(word_at(a, last), word_at(b, last))
+}
+
+/// Two words are equal but for the case of ASCII letters.
+#[inline]
+fn words_eq_ignore_ascii_case(x: u64, y: u64) -> bool {
+    let diff = x ^ y;
+    if diff == 0 {
+        return true;
+    }
+    if diff & !(0x20 * LO) != 0 {
+        return false;
+    }
+    // The bytes that differ (bit 5 moved to bit 7) must be letters of `x`.
+    (diff << 2) & !lowercase_letters(x | (0x20 * LO)) == 0
+}
+
+/// Bit 7 of each byte of the result is set iff that byte of `x` is `a..=z`. Exact
+/// per byte: with bit 7 masked off, neither sum borrows nor carries out of a byte
+/// (the range test of "Bit Twiddling Hacks", `hasbetween`).
+#[inline]
+fn lowercase_letters(x: u64) -> u64 {
+    const HI: u64 = 0x80 * LO;
+    let low7 = x & (0x7f * LO);
+    let below_z = (0x7f + u64::from(b'z') + 1) * LO - low7;
+    let above_a = low7 + (0x7f - u64::from(b'a') + 1) * LO;
+    below_z & above_a & !x & HI
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +108,58 @@ mod tests {
         }
         assert_eq!(word_at(&bytes, 4), load_word(&bytes[4..]));
         assert_eq!(word_at(&bytes, 5), 0);
+    }
+
+    #[test]
+    fn lowercase_letters_is_exact_per_byte() {
+        for v in 0..=255u8 {
+            for at in 0..8 {
+                for background in [0u8, b'a', b'z', 0x7f, 0xff, b'`', b'{'] {
+                    let mut bytes = [background; 8];
+                    bytes[at] = v;
+                    let got = lowercase_letters(u64::from_le_bytes(bytes)).to_le_bytes();
+                    for (i, &b) in bytes.iter().enumerate() {
+                        assert_eq!(got[i] == 0x80, b.is_ascii_lowercase(), "{bytes:?} at {i}");
+                        assert!(got[i] == 0 || got[i] == 0x80);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every pair of byte values, at every position of slices of 1 to 17 bytes
+    /// (words and tails), against the standard library.
+    #[test]
+    fn eq_ignore_ascii_case_agrees_with_the_standard_library() {
+        let base = b"Content-Type: X1";
+        for len in 1..=17usize {
+            let a: Vec<u8> = base.iter().copied().cycle().take(len).collect();
+            for at in 0..len {
+                for x in 0..=255u8 {
+                    for y in [
+                        x,
+                        x ^ 0x20,
+                        x.to_ascii_uppercase(),
+                        x.to_ascii_lowercase(),
+                        x ^ 1,
+                        0,
+                        0xff,
+                    ] {
+                        let (mut p, mut q) = (a.clone(), a.clone());
+                        p[at] = x;
+                        q[at] = y;
+                        assert_eq!(
+                            eq_ignore_ascii_case(&p, &q),
+                            p.eq_ignore_ascii_case(&q),
+                            "{p:?} {q:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(eq_ignore_ascii_case(b"", b""));
+        assert!(!eq_ignore_ascii_case(b"a", b""));
+        assert!(!eq_ignore_ascii_case(b"Event", b"Events"));
+        assert!(eq_ignore_ascii_case(b"ACTIONID", b"ActionID"));
     }
 }

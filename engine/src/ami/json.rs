@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use smallvec::SmallVec;
-use switchboard_proto::ami::{Message, decode_text};
+use switchboard_proto::ami::{Message, NameSet, decode_text};
 use switchboard_proto::envelope::{needs_escape, write_json_string};
 use switchboard_proto::swar::load_word;
 
@@ -322,14 +322,13 @@ fn put(out: &mut Vec<u8>, bytes: &[u8], utf8: bool) {
 #[derive(Debug, Clone)]
 pub struct EventFilter {
     noise: Vec<String>,
+    set: NameSet,
 }
 
 impl Default for EventFilter {
     /// The [`DEFAULT_NOISE`] names.
     fn default() -> Self {
-        Self {
-            noise: DEFAULT_NOISE.iter().map(|s| (*s).to_owned()).collect(),
-        }
+        Self::new(&DEFAULT_NOISE.map(str::to_owned))
     }
 }
 
@@ -338,6 +337,7 @@ impl EventFilter {
     pub fn new(noise: &[String]) -> Self {
         Self {
             noise: noise.to_vec(),
+            set: NameSet::new(noise),
         }
     }
 
@@ -348,9 +348,7 @@ impl EventFilter {
 
     /// True if `name` is a noise event name.
     pub fn is_noise(&self, name: &[u8]) -> bool {
-        self.noise
-            .iter()
-            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        self.set.contains(name)
     }
 
     /// True if `msg` is an event that may be published: not noise, and its

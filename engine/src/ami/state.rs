@@ -27,7 +27,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use switchboard_proto::ami::{Message, decode_text};
+use switchboard_proto::ami::{Message, NameSet, decode_text};
 
 use super::json::{EventFilter, FieldList, write_event_json_from};
 use super::{Millis, PREFIX_CALL, PbxView, Sink, TOPIC_CALLS, TOPIC_EVENTS, call_segment};
@@ -96,6 +96,8 @@ pub const BIG_UPDATE_MS: Millis = 250;
 /// The PBX state model; see the module docs.
 pub struct Pbx {
     filter: EventFilter,
+    /// [`STATELESS`].
+    stateless: NameSet,
     connected: bool,
     channels: Map<Arc<str>, Channel>,
     /// Channel name -> Uniqueid.
@@ -144,6 +146,7 @@ impl Pbx {
     pub fn new(filter: EventFilter) -> Pbx {
         Pbx {
             filter,
+            stateless: NameSet::new(STATELESS),
             connected: false,
             channels: Map::default(),
             names: Map::default(),
@@ -212,9 +215,7 @@ impl Pbx {
         let Some(name) = msg.event() else {
             return;
         };
-        let stateless = STATELESS
-            .iter()
-            .any(|s| s.as_bytes().eq_ignore_ascii_case(name));
+        let stateless = self.stateless.contains(name);
         let noise = self.filter.is_noise(name);
         if stateless && noise {
             return;

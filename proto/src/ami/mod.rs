@@ -10,15 +10,18 @@
 //!   the server role (Asterisk's own limits and error answers);
 //! - [`writer`]: the banner, messages, actions, events and error responses;
 //! - [`classes`]: the event/permission classes and the `Privilege:` header;
+//! - [`names`]: [`NameSet`], names matched case-insensitively once per message;
 //! - [`auth`]: the key of the MD5 challenge login.
 
 pub mod auth;
 pub mod classes;
+pub mod names;
 pub mod parser;
 pub mod writer;
 
 pub use auth::md5_key;
 pub use classes::{Classes, ClassesError};
+pub use names::NameSet;
 pub use parser::{
     BANNER_PREFIX, CLIENT_MAX_LINE, CLIENT_MAX_MESSAGE, END_COMMAND, Field, Fields, Item, Message,
     MessageKind, OwnedItem, OwnedMessage, ParseError, Parser, Rejection, RequestError, Role,

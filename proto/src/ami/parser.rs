@@ -103,7 +103,9 @@ use std::str::Utf8Error;
 use thiserror::Error;
 
 use super::classes::Classes;
+use super::names::NameSet;
 use super::writer::{MessageWriter, write_error};
+use crate::{scan, swar};
 
 /// Server role: the longest line, terminator included (Asterisk's `inbuf` holds
 /// 1024 bytes).
@@ -326,7 +328,7 @@ impl<'a> Field<'a> {
     /// True if this is a header named `key` (ASCII case-insensitive).
     #[inline]
     pub fn is(&self, key: &str) -> bool {
-        self.colon && self.key.eq_ignore_ascii_case(key.as_bytes())
+        self.colon && swar::eq_ignore_ascii_case(self.key, key.as_bytes())
     }
 
     /// The key as text ([`decode_text`]).
@@ -467,7 +469,7 @@ impl<'a> Message<'a> {
         let key = key.as_bytes();
         self.fields.iter().find_map(|s| {
             let f = s.field(self.raw);
-            (f.colon && f.key.eq_ignore_ascii_case(key)).then_some(f.value)
+            (f.colon && swar::eq_ignore_ascii_case(f.key, key)).then_some(f.value)
         })
     }
 
@@ -707,7 +709,7 @@ pub struct Parser {
     line_too_long: bool,
     /// Client role: events returned with their first field only (see
     /// [`Parser::skip_events`]), and whether the message in progress is one.
-    skip: Vec<Box<[u8]>>,
+    skip: NameSet,
     skipping: bool,
 }
 
@@ -732,7 +734,7 @@ impl Parser {
             owned_id: Vec::new(),
             owned_id_set: false,
             line_too_long: false,
-            skip: Vec::new(),
+            skip: NameSet::default(),
             skipping: false,
         }
     }
@@ -761,10 +763,7 @@ impl Parser {
     /// nothing it keeps, such as `VarSet` and `CEL`).
     #[must_use]
     pub fn skip_events<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.skip = names
-            .into_iter()
-            .map(|n| n.as_ref().as_bytes().into())
-            .collect();
+        self.skip = NameSet::new(names.into_iter().map(|n| n.as_ref().as_bytes().to_vec()));
         self
     }
 
@@ -922,12 +921,31 @@ impl Parser {
     fn client_fields(&mut self, msg: &[u8]) -> Result<Option<usize>, ParseError> {
         let (max_line, max_message) = (self.max_line, self.max_message);
         let mut line_start = self.scanned;
+        // The colons and LFs from `line_start` on, one block at a time: `bits` holds
+        // those of the block at `base` not yet visited. The first colon of a line
+        // splits it; an LF ends it.
+        let mut base = line_start;
+        let mut masks = scan::masks_at(msg, base);
+        let mut bits = masks.lf | masks.colon;
+        let mut colon = None;
         loop {
-            let rest = msg.get(line_start..).unwrap_or_default();
-            let Some(n) = find_byte(rest, b'\n') else {
-                break;
-            };
-            let lf = line_start + n;
+            if bits == 0 {
+                base += scan::BLOCK;
+                if base >= msg.len() {
+                    break;
+                }
+                masks = scan::masks_at(msg, base);
+                bits = masks.lf | masks.colon;
+                continue;
+            }
+            let rel = bits.trailing_zeros();
+            bits &= bits - 1;
+            let at = base + rel as usize;
+            if masks.lf >> rel & 1 == 0 {
+                colon = colon.or(Some(at));
+                continue;
+            }
+            let lf = at;
             let end = lf + 1;
             if end - line_start > max_line {
                 return Err(ParseError::LineTooLong { limit: max_line });
@@ -935,23 +953,20 @@ impl Parser {
             if end > max_message {
                 return Err(ParseError::MessageTooLong { limit: max_message });
             }
-            let line = rest.get(..n).unwrap_or_default();
-            let content = match line {
-                [content @ .., b'\r'] => content,
-                _ => line,
-            };
-            if content.is_empty() {
+            let content_end = strip_cr(msg, line_start, lf);
+            if content_end == line_start {
                 self.scanned = line_start;
                 self.searched = line_start;
                 return Ok(Some(lf));
             }
             let start = line_start;
+            let key_end = colon.take();
             self.lines += 1;
             line_start = end;
             if self.skipping {
                 continue;
             }
-            let span = client_span(content, start);
+            let span = client_span(msg, start, key_end, content_end);
             self.fields.push(span);
             if self.lines == 1 {
                 let first = span.field(msg);
@@ -1001,12 +1016,7 @@ impl Parser {
 
     /// Whether a message whose first field is `first` is skipped.
     fn skips(&self, first: Field<'_>) -> bool {
-        !self.skip.is_empty()
-            && first.is("Event")
-            && self
-                .skip
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(first.value))
+        !self.skip.is_empty() && first.is("Event") && self.skip.contains(first.value)
     }
 
     fn enter_output(&mut self) {
@@ -1195,25 +1205,23 @@ fn line(start: usize, end: usize) -> Line {
 
 /// Client role: the first line of an Asterisk 13 `Command` answer.
 fn is_response_follows(first: Field<'_>) -> bool {
-    first.is("Response") && first.value.eq_ignore_ascii_case(b"Follows")
+    first.is("Response") && swar::eq_ignore_ascii_case(first.value, b"Follows")
 }
 
-/// Client role: the field of a line whose content (terminator dropped) is
-/// `content`, found at `start` in its message, as [`split_field`] finds it.
-fn client_span(content: &[u8], start: usize) -> Span {
-    let (key_end, value_start) = match find_byte(content, b':') {
-        None => (content.len(), content.len()),
+/// Client role: the field of the line `msg[start..end]` (terminator dropped) whose
+/// first colon, if it has one, is at `colon`: as [`split_field`] finds it.
+fn client_span(msg: &[u8], start: usize, colon: Option<usize>, end: usize) -> Span {
+    let (key_end, value_start) = match colon {
+        None => (end, end),
         // The one space Asterisk writes after the colon is not part of the value.
-        Some(colon) => match content.get(colon + 1) {
-            Some(b' ') => (colon, colon + 2),
-            _ => (colon, colon + 1),
-        },
+        Some(colon) if colon + 1 < end && msg.get(colon + 1) == Some(&b' ') => (colon, colon + 2),
+        Some(colon) => (colon, colon + 1),
     };
     Span {
         key_start: start as u32,
-        key_end: (start + key_end) as u32,
-        value_start: (start + value_start) as u32,
-        value_end: (start + content.len()) as u32,
+        key_end: key_end as u32,
+        value_start: value_start as u32,
+        value_end: end as u32,
     }
 }
 
