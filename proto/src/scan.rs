@@ -1,13 +1,16 @@
-//! The structural scan of the AMI reader: where the LFs and colons of a buffer are,
-//! found 64 bytes at a time as one bit per byte, so that finding the end of a line or
-//! of a key costs a mask and a count of trailing zeros instead of a byte loop.
+//! Byte classes as bit masks, one bit per byte, computed 16 bytes per compare:
 //!
-//! The compares are SIMD through `wide`: 16 bytes at a time with SSE2 on x86_64
-//! (part of its baseline, so no run-time detection), NEON on aarch64, and a
-//! portable fallback elsewhere. [`masks`] is checked against a byte loop for every
-//! byte value at every position.
+//! - [`masks`]: where the LFs and colons of a 64-byte block are: the AMI reader's
+//!   structural scan, so that finding the end of a line or of a key costs a mask and
+//!   a count of trailing zeros instead of a byte loop;
+//! - [`json_special`]: which bytes of 16 a JSON string cannot hold as they are (the
+//!   engine's event JSON checks keys and values with it as it copies them).
+//!
+//! The compares are SIMD through `wide`: SSE2 on x86_64 (part of its baseline, so no
+//! run-time detection), NEON on aarch64, and a portable fallback elsewhere. Each is
+//! checked against a byte loop for every byte value at every position.
 
-use wide::u8x16;
+use wide::{i8x16, u8x16};
 
 /// The bytes one block covers.
 pub const BLOCK: usize = 64;
@@ -35,6 +38,20 @@ pub fn masks(block: &[u8; BLOCK]) -> Masks {
         out.colon |= u64::from(v.simd_eq(colon).to_bitmask()) << shift;
     }
     out
+}
+
+/// Bit `i` is set iff byte `i` of `chunk` cannot go into a JSON string as it is: a
+/// control character (below 0x20), `"`, `\`, or not ASCII (0x80 and up: it may be
+/// valid UTF-8, but that is for a slower path to find out). One signed compare
+/// catches both ends: as `i8`, 0x80..=0xFF are negative.
+#[inline]
+pub fn json_special(chunk: &[u8; 16]) -> u32 {
+    let bytes = u8x16::from(*chunk);
+    let signed = i8x16::from(chunk.map(|b| b as i8));
+    let low_or_high = signed.simd_lt(i8x16::splat(0x20)).to_bitmask();
+    let quote = bytes.simd_eq(u8x16::splat(b'"')).to_bitmask();
+    let backslash = bytes.simd_eq(u8x16::splat(b'\\')).to_bitmask();
+    low_or_high | quote | backslash
 }
 
 /// The masks of the block at `at` in `hay`; past the end of `hay` the block is
@@ -85,6 +102,27 @@ mod tests {
                         masks(&block),
                         reference(&block),
                         "byte {value:#04x} at {at} on {background:#04x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_special_is_exact_for_every_byte_at_every_position() {
+        for background in [b'a', b'"', 0, 0x80, 0x7f] {
+            for at in 0..16 {
+                for value in 0..=255u8 {
+                    let mut chunk = [background; 16];
+                    chunk[at] = value;
+                    let want = chunk.iter().enumerate().fold(0u32, |m, (i, &b)| {
+                        let special = !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\';
+                        m | u32::from(special) << i
+                    });
+                    assert_eq!(
+                        json_special(&chunk),
+                        want,
+                        "{value:#04x} at {at} on {background:#04x}"
                     );
                 }
             }

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use smallvec::SmallVec;
 use switchboard_proto::ami::{Message, NameSet, decode_text};
 use switchboard_proto::envelope::{needs_escape, write_json_string};
+use switchboard_proto::scan::json_special;
 use switchboard_proto::swar::load_word;
 
 /// Event names dropped by [`EventFilter::default`]: chatty and useless to a browser.
@@ -141,124 +142,118 @@ pub fn write_event_json(out: &mut Vec<u8>, msg: &Message<'_>) {
 /// [`write_event_json`] from the headers already read.
 pub fn write_event_json_from(out: &mut Vec<u8>, list: &FieldList<'_>) {
     let start = out.len();
-    if !list.repeats && write_plain(out, list.headers()) {
+    if !list.repeats && write_plain(out, list) {
         return;
     }
     out.truncate(start);
     write_general(out, list);
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
+/// The longest piece [`write_plain`] copies in one go (two 16-byte chunks).
+const PIECE: usize = 32;
 
 /// The common case: no key repeats and every key and value is printable ASCII other
 /// than `"` and `\`, so each goes into its JSON string as it is. The object's length
-/// is known beforehand: room is made for it (and a word more), then every piece is
-/// written as whole words, a word's bytes past the end of its piece being overwritten
-/// by the next piece: keys and values eight bytes at a time (checked as they go), the
-/// punctuation between them (`","`, `":"`) as one word each. False if a byte needs
-/// escaping (`out` then holds garbage past its old length).
-fn write_plain(out: &mut Vec<u8>, headers: &[Header<'_>]) -> bool {
-    /// `{"`, `","`, `":"` and `"}` as little-endian words (the bytes past them are
+/// is known beforehand: room is made for it (and [`PIECE`] bytes more), then every
+/// key and value is copied with the bytes after it in the message as [`PIECE`]
+/// bytes, in two 16-byte chunks checked as they go ([`json_special`], masked to the
+/// piece), and the punctuation after it (`":"`, `","`) as one word, each overwriting
+/// what the copy before it wrote past its piece. Longer pieces, and those that end
+/// within [`PIECE`] bytes of the end of the message, take a general copy. False if
+/// a byte needs escaping (`out` then holds garbage past its old length).
+fn write_plain(out: &mut Vec<u8>, list: &FieldList<'_>) -> bool {
+    /// `{"`, `":"`, `","` and `"}` as little-endian words (the bytes past them are
     /// overwritten).
     const OPEN: u64 = u64::from_le_bytes(*b"{\"\0\0\0\0\0\0");
-    const NEXT: u64 = u64::from_le_bytes(*b"\",\"\0\0\0\0\0");
     const COLON: u64 = u64::from_le_bytes(*b"\":\"\0\0\0\0\0");
+    const NEXT: u64 = u64::from_le_bytes(*b"\",\"\0\0\0\0\0");
     const CLOSE: u64 = u64::from_le_bytes(*b"\"}\0\0\0\0\0\0");
+    let headers = list.headers();
     if headers.is_empty() {
         out.extend_from_slice(b"{}");
         return true;
     }
+    let raw = list.text.raw;
     let text: usize = headers.iter().map(|h| h.key.len() + h.value.len()).sum();
     // `{` `}`, and per header `"k":"v"` and a comma (one too many).
     let len = 2 + text + 6 * headers.len();
     let start = out.len();
-    out.resize(start + len + 8, 0);
+    out.resize(start + len + PIECE, 0);
     let Some(dst) = out.get_mut(start..) else {
         return false;
     };
-    let mut plain = Plain::default();
+    let mut special = 0;
     store(dst, 0, OPEN);
     let mut at = 2;
-    for (i, h) in headers.iter().enumerate() {
-        if i > 0 {
-            store(dst, at, NEXT);
-            at += 3;
-        }
-        copy_checked(dst, &mut at, h.key, &mut plain);
+    for h in headers {
+        special |= copy_piece(dst, at, raw, h.key);
+        at += h.key.len();
         store(dst, at, COLON);
         at += 3;
-        copy_checked(dst, &mut at, h.value, &mut plain);
+        special |= copy_piece(dst, at, raw, h.value);
+        at += h.value.len();
+        store(dst, at, NEXT);
+        at += 3;
     }
+    // The last `","` becomes `"}`.
+    at -= 3;
     store(dst, at, CLOSE);
-    at += 2;
-    out.truncate(start + at);
-    plain.holds()
+    out.truncate(start + at + 2);
+    special == 0
 }
 
-/// Copies `src` to `dst[at..]` in whole words (`dst` has eight bytes of room past
-/// the end of the copy), moves `at` past it and adds its bytes to `plain`.
+/// Copies `piece` to `dst[at..]` and returns its [`json_special`] bits. A piece of
+/// the message `raw` (found by its address, as [`Text::of`] does: in `raw`'s memory,
+/// it holds `raw`'s bytes) of at most [`PIECE`] bytes, with [`PIECE`] bytes of `raw`
+/// from its start, is copied as those [`PIECE`] bytes (`dst` has room for them).
 #[inline]
-fn copy_checked(dst: &mut [u8], at: &mut usize, src: &[u8], plain: &mut Plain) {
-    let mut chunks = src.chunks_exact(8);
-    for c in &mut chunks {
-        let w = c.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w));
-        plain.add(w);
-        store(dst, *at, w);
-        *at += 8;
+fn copy_piece(dst: &mut [u8], at: usize, raw: &[u8], piece: &[u8]) -> u32 {
+    let offset = (piece.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+    let n = piece.len();
+    let window = raw
+        .get(offset..)
+        .and_then(<[u8]>::first_chunk::<PIECE>)
+        .filter(|_| n <= PIECE);
+    let target = dst.get_mut(at..).and_then(<[u8]>::first_chunk_mut::<PIECE>);
+    match (window, target) {
+        (Some(window), Some(target)) => {
+            *target = *window;
+            let (lo, hi) = window.split_at(PIECE / 2);
+            let lo = lo.first_chunk().map_or(0, json_special);
+            let hi = hi.first_chunk().map_or(0, json_special);
+            (lo | hi << 16) & mask(n)
+        }
+        _ => copy_long(dst, at, piece),
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let w = load_word(rest);
-        // Padded with plain bytes (`a`) past the remainder's own, for the check.
-        plain.add(w | (LO * u64::from(b'a')) << (8 * rest.len()));
-        store(dst, *at, w);
-        *at += rest.len();
+}
+
+/// The bits of the first `n` (at most 32) bytes.
+#[inline]
+fn mask(n: usize) -> u32 {
+    u32::MAX.checked_shr(32 - n as u32).unwrap_or(0)
+}
+
+/// [`copy_piece`] for a long piece, or one near the end of its message.
+#[cold]
+fn copy_long(dst: &mut [u8], at: usize, piece: &[u8]) -> u32 {
+    if let Some(d) = dst.get_mut(at..at + piece.len()) {
+        d.copy_from_slice(piece);
     }
+    let mut special = 0;
+    for part in piece.chunks(16) {
+        let mut chunk = [b'a'; 16];
+        if let Some(c) = chunk.get_mut(..part.len()) {
+            c.copy_from_slice(part);
+        }
+        special |= json_special(&chunk);
+    }
+    special
 }
 
 #[inline]
 fn store(dst: &mut [u8], at: usize, w: u64) {
     if let Some(d) = dst.get_mut(at..).and_then(<[u8]>::first_chunk_mut::<8>) {
         *d = w.to_le_bytes();
-    }
-}
-
-/// Whether every byte of the words added is plain: printable ASCII other than `"`
-/// and `\` (what goes into a JSON string as it is). Eight bytes at a time, with two
-/// accumulators: `any` gathers high bits (a byte of 0x80 or more), `all` keeps a
-/// byte's high bit only while every byte in its lane so far was at least 0x20 (adding
-/// 0x60 reaches 0x80), not `"` and not `\` (the XOR is not zero: adding 0x7F reaches
-/// 0x80). For ASCII bytes no addition carries into the next byte; a word with a
-/// byte of 0x80 or more fails through `any` whatever its carries did.
-#[derive(Debug, Clone, Copy)]
-struct Plain {
-    any: u64,
-    all: u64,
-}
-
-impl Default for Plain {
-    fn default() -> Self {
-        Plain {
-            any: 0,
-            all: u64::MAX,
-        }
-    }
-}
-
-impl Plain {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        const LOW7: u64 = LO * 0x7f;
-        let printable = w.wrapping_add(LO * 0x60);
-        let not_quote = (w ^ (LO * u64::from(b'"'))).wrapping_add(LOW7);
-        let not_backslash = (w ^ (LO * u64::from(b'\\'))).wrapping_add(LOW7);
-        self.any |= w;
-        self.all &= printable & not_quote & not_backslash;
-    }
-
-    fn holds(&self) -> bool {
-        (self.any | !self.all) & HI == 0
     }
 }
 
@@ -395,28 +390,13 @@ mod tests {
         })
     }
 
-    #[test]
-    fn plain_is_exact_per_byte() {
-        // Every byte value in every lane of a word, after a plain word and before one.
-        for lane in 0..8 {
-            for b in 0..=255u8 {
-                let mut w = [b'a'; 8];
-                w[lane] = b;
-                let mut plain = Plain::default();
-                plain.add(u64::from_le_bytes(*b"plain ok"));
-                plain.add(u64::from_le_bytes(w));
-                plain.add(u64::from_le_bytes(*b"~plain }"));
-                let want = (0x20..0x80).contains(&b) && b != b'"' && b != b'\\';
-                assert_eq!(plain.holds(), want, "byte {b:#x} in lane {lane}");
-            }
-        }
-    }
-
     /// The fast path and the general one write the same object for every byte value at
-    /// every position of keys and values of every length (word boundaries included).
+    /// every position of keys and values of every length (chunk and piece boundaries
+    /// included), in the middle of a message and at its end (where the copy cannot
+    /// take the bytes after the piece).
     #[test]
     fn fast_and_general_paths_agree() {
-        for len in 1..=17 {
+        for len in 1..=40 {
             for at in 0..len {
                 for b in (0..=255u8)
                     .step_by(3)
@@ -426,25 +406,59 @@ mod tests {
                     value[at] = b;
                     let mut key = vec![b'K'; len];
                     key[at] = if b.is_ascii_alphanumeric() { b } else { b'k' };
-                    let mut raw = b"Event: X\r\n".to_vec();
-                    raw.extend_from_slice(&key);
-                    raw.extend_from_slice(b": ");
-                    raw.extend_from_slice(&value);
-                    raw.extend_from_slice(b"\r\nTail: t\r\n\r\n");
-                    with_msg(&raw, |m| {
-                        let mut list = FieldList::new();
-                        list.read(m);
-                        let mut fast = b"[".to_vec();
-                        write_event_json_from(&mut fast, &list);
-                        let mut general = b"[".to_vec();
-                        write_general(&mut general, &list);
-                        assert_eq!(fast, general, "{b:#x} at {at} of {len}");
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&fast[1..]).expect("valid JSON");
-                        assert_eq!(v["Tail"], "t");
-                    });
+                    for tail in [true, false] {
+                        let mut raw = b"Event: X\r\n".to_vec();
+                        raw.extend_from_slice(&key);
+                        raw.extend_from_slice(b": ");
+                        raw.extend_from_slice(&value);
+                        raw.extend_from_slice(b"\r\n");
+                        if tail {
+                            raw.extend_from_slice(b"Tail: t\r\n");
+                        }
+                        raw.extend_from_slice(b"\r\n");
+                        with_msg(&raw, |m| {
+                            let mut list = FieldList::new();
+                            list.read(m);
+                            let mut fast = b"[".to_vec();
+                            write_event_json_from(&mut fast, &list);
+                            let mut general = b"[".to_vec();
+                            write_general(&mut general, &list);
+                            assert_eq!(fast, general, "{b:#x} at {at} of {len}, tail {tail}");
+                            let v: serde_json::Value =
+                                serde_json::from_slice(&fast[1..]).expect("valid JSON");
+                            assert_eq!(v["Event"], "X");
+                        });
+                    }
                 }
             }
+        }
+    }
+
+    /// Keys and values that are not slices of the list's message are copied from
+    /// themselves, whatever the message holds at their offset.
+    #[test]
+    fn pieces_from_elsewhere_are_copied_as_they_are() {
+        let message = b"Event: Decoy\r\nDecoyKey: decoy value that is long\r\n\r\n".repeat(4);
+        let other = b"Event: Real\r\nKey: value\r\n".to_vec();
+        let mut list = FieldList::new();
+        list.text = Text::new(&message);
+        for (key, value) in [
+            (&other[0..5], &other[7..11]),
+            (&other[13..16], &other[18..23]),
+        ] {
+            let head = load_word(key);
+            list.headers.push(Header { key, value, head });
+        }
+        let mut out = Vec::new();
+        write_event_json_from(&mut out, &list);
+        assert_eq!(out, br#"{"Event":"Real","Key":"value"}"#);
+    }
+
+    #[test]
+    fn mask_keeps_the_first_n_bits() {
+        for n in 0..=32 {
+            let want = (0..n).fold(0u32, |m, i| m | 1 << i);
+            assert_eq!(mask(n), want, "{n}");
         }
     }
 
