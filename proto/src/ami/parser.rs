@@ -935,7 +935,14 @@ impl Parser {
                     break;
                 }
                 masks = scan::masks_at(msg, base);
-                bits = masks.lf | masks.colon;
+                // A skipped event's lines are not split: its colons are not visited
+                // (but in the first block of a call that resumes inside one, where
+                // they change nothing).
+                bits = if self.skipping {
+                    masks.lf
+                } else {
+                    masks.lf | masks.colon
+                };
                 continue;
             }
             let rel = bits.trailing_zeros();
@@ -977,6 +984,9 @@ impl Parser {
                     return Ok(None);
                 }
                 self.skipping = self.skips(first);
+                if self.skipping {
+                    bits &= masks.lf;
+                }
             }
         }
         // No LF from `line_start` to the end: the general path takes it from here.
