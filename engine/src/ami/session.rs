@@ -619,7 +619,10 @@ impl Session {
     }
 
     fn on_event(&mut self, m: &Message<'_>, now: Millis, out: &mut Vec<u8>) -> Step {
-        if let Some(i) = our_id(m).and_then(|id| self.list_of(id)) {
+        // Only a resync's lists are ours; live, the ActionID is not even looked for.
+        if self.phase == Phase::Syncing
+            && let Some(i) = our_id(m).and_then(|id| self.list_of(id))
+        {
             let complete = m
                 .get("EventList")
                 .is_some_and(|v| v.eq_ignore_ascii_case(b"Complete"))

@@ -440,7 +440,11 @@ impl Core {
             tracing::debug!("ami: skipped a message that is neither an event nor a response");
             return;
         }
+        // Only while the gateway waits for an answer is a message looked through for
+        // its ActionID (an answer after its action timed out takes the session's way:
+        // an event still reaches the model, a response is ignored).
         if let Item::Message(m) = item
+            && self.gateway.pending() > 0
             && m.action_id().is_some_and(|id| id.starts_with(GATEWAY_IDS))
         {
             if m.event().is_some() {
