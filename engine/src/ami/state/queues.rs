@@ -277,7 +277,17 @@ impl Pbx {
                 changed |= set_text(dst, v);
             }
         }
-        q.callers.sort_by_key(|c| c.position);
+        // The callers are in position order; only this one may have moved. A big
+        // queue (hundreds of callers) is sorted only when it did.
+        let prev = i.checked_sub(1).and_then(|p| q.callers.get(p));
+        let (this, next) = (q.callers.get(i), q.callers.get(i + 1));
+        let in_place = |a: Option<&Caller>, b: Option<&Caller>| match (a, b) {
+            (Some(a), Some(b)) => a.position <= b.position,
+            _ => true,
+        };
+        if !in_place(prev, this) || !in_place(this, next) {
+            q.callers.sort_by_key(|c| c.position);
+        }
         changed
     }
 

@@ -1064,6 +1064,47 @@ fn batches_coalesce_updates_and_change_nothing_else() {
     assert_eq!(last_each, last_batched);
 }
 
+/// Callers are kept in position order whatever order their entries arrive in, and
+/// one whose position changes moves (a join out of order, a list's entries shuffled,
+/// a caller reported again further up).
+#[test]
+fn queue_callers_are_kept_in_position_order() {
+    let mut pbx = Pbx::new(EventFilter::default());
+    let mut out = Pubs::new();
+    pbx.set_connected(true, &mut out);
+    let entry = |uid: &str, position: u64| {
+        format!(
+            "Event: QueueCallerJoin\nPrivilege: agent,all\nQueue: q\nChannel: SIP/c-{uid}\n\
+             ChannelState: 6\nUniqueid: {uid}\nLinkedid: {uid}\nPosition: {position}\n\n"
+        )
+    };
+    let order = |pbx: &Pbx| -> Vec<(String, u64)> {
+        let q = pbx.queues.get("q").expect("the queue");
+        q.callers
+            .iter()
+            .map(|c| (c.uniqueid.to_string(), c.position))
+            .collect()
+    };
+    for (uid, position) in [("c", 3), ("a", 1), ("d", 4), ("b", 2), ("e", 5)] {
+        apply_text(&mut pbx, &entry(uid, position), 0, &mut out);
+    }
+    let want = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+        list.iter().map(|&(u, p)| (u.to_owned(), p)).collect()
+    };
+    assert_eq!(
+        order(&pbx),
+        want(&[("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)])
+    );
+    // `e` reported again at the front, `a` at the back.
+    apply_text(&mut pbx, &entry("e", 0), 0, &mut out);
+    apply_text(&mut pbx, &entry("a", 9), 0, &mut out);
+    assert_eq!(
+        order(&pbx),
+        want(&[("e", 0), ("b", 2), ("c", 3), ("d", 4), ("a", 9)])
+    );
+    assert_caller_index_in_step(&pbx);
+}
+
 /// A queue with more than `BIG_LIST` entries gets at most one `update` per
 /// `BIG_UPDATE_MS`, and always one with its final state (published by `tick`
 /// once due); a small queue gets one per change.
