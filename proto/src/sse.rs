@@ -35,7 +35,8 @@ fn split_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(data);
     std::iter::from_fn(move || {
         let cur = rest?;
-        match cur.iter().position(|&b| b == b'\r' || b == b'\n') {
+        // SIMD (memchr): data is mostly one long JSON line, searched whole.
+        match memchr::memchr2(b'\r', b'\n', cur) {
             None => {
                 rest = None;
                 Some(cur)
