@@ -10,6 +10,8 @@
 //! writer emits a final empty `data:` line for it. Empty data is sent as one empty
 //! `data:` line, which the spec delivers as an event with empty data.
 
+use crate::position::Position;
+
 /// The media type of an event stream.
 pub const CONTENT_TYPE: &str = "text/event-stream";
 
@@ -89,6 +91,22 @@ pub fn write_event(out: &mut Vec<u8>, id: Option<&str>, event: Option<&str>, dat
         push_single_line(out, event, false);
         out.push(b'\n');
     }
+    write_data(out, data);
+}
+
+/// [`write_event`] with the stream position `pos` as its id and no event type: what
+/// the router writes for every message (the id is written in place, not formatted
+/// into a string first).
+pub fn write_event_at(out: &mut Vec<u8>, pos: Position, data: &[u8]) {
+    out.reserve(data.len().saturating_add(48));
+    out.extend_from_slice(b"id: ");
+    pos.write(out);
+    out.push(b'\n');
+    write_data(out, data);
+}
+
+/// The `data:` lines of an event, then the blank line that ends it.
+fn write_data(out: &mut Vec<u8>, data: &[u8]) {
     for line in split_lines(data) {
         if line.is_empty() {
             out.extend_from_slice(b"data:\n");
@@ -360,6 +378,22 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The router's form is `write_event` with the position's text as the id.
+    #[test]
+    fn write_event_at_is_write_event_with_the_position_as_id() {
+        let pos = Position {
+            epoch: 0x1f0c93aa,
+            gseq: 42,
+        };
+        for data in [&b"{\"a\":1}"[..], b"", b"two\nlines\r\n", b"\r"] {
+            let mut at = b"x".to_vec();
+            write_event_at(&mut at, pos, data);
+            let mut plain = b"x".to_vec();
+            write_event(&mut plain, Some(&pos.to_string()), None, data);
+            assert_eq!(at, plain, "{data:?}");
+        }
+    }
 
     /// Tiny deterministic xorshift64* PRNG for fragmenting input.
     struct XorShift(u64);

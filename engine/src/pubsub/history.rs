@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -237,6 +238,7 @@ impl History {
         if state.ring.len() == self.limits.size {
             pop_oldest(state, &mut self.usage);
         }
+        msg.in_history.store(true, Relaxed);
         state.ring.push_back(Retained {
             at: now,
             msg: msg.clone(),
@@ -252,16 +254,18 @@ impl History {
 
     /// Evicts the router-wide oldest retained messages while the bytes retained exceed
     /// the budget. `order` holds every retained message in gseq order, so its first live
-    /// entry is the oldest retained message of all; and that message is at the front of
-    /// its own ring, since any older message of its topic still in the ring would have
-    /// an earlier, live entry. So an entry is live iff its message is still alive and
-    /// is its topic's ring front: anything else was left stale and is skipped.
+    /// entry (a message still in its ring: [`Message::in_history`]) is the oldest
+    /// retained message of all, and it is at the front of its own ring, since any older
+    /// message of its topic still in the ring would have an earlier, live entry.
+    /// Stale entries are skipped.
     fn enforce_budget(&mut self) {
         while self.usage.bytes > self.limits.bytes {
             let Some(entry) = self.order.pop_front() else {
                 break;
             };
-            let Some(msg) = entry.upgrade() else { continue };
+            let Some(msg) = entry.upgrade().filter(|m| m.in_history.load(Relaxed)) else {
+                continue;
+            };
             let Some(state) = self.topics.get_mut(&*msg.topic) else {
                 continue;
             };
@@ -272,19 +276,11 @@ impl History {
         }
     }
 
-    /// Drops the stale entries of `order`, keeping the live ones in order: a message is
-    /// in its ring iff it is no older than the ring's front (rings only lose their
-    /// front; a forgotten topic that comes back starts a ring of newer messages).
+    /// Drops the stale entries of `order` (messages no longer in their ring), keeping
+    /// the live ones in order.
     fn compact_order(&mut self) {
-        let topics = &self.topics;
-        self.order.retain(|entry| {
-            entry.upgrade().is_some_and(|msg| {
-                topics
-                    .get(&*msg.topic)
-                    .and_then(|state| state.ring.front())
-                    .is_some_and(|front| front.msg.gseq <= msg.gseq)
-            })
-        });
+        self.order
+            .retain(|entry| entry.upgrade().is_some_and(|m| m.in_history.load(Relaxed)));
     }
 
     /// Drops messages past their age, then forgets every topic with nothing retained
@@ -309,6 +305,7 @@ impl History {
         };
         self.lru.remove(&state.last_gseq);
         for r in &state.ring {
+            r.msg.in_history.store(false, Relaxed);
             self.usage.remove(&r.msg);
         }
         self.forgotten.push_back((name, state.last_gseq));
@@ -405,6 +402,7 @@ fn expire(state: &mut TopicState, ttl: Option<Duration>, now: Instant, usage: &m
 /// has now missed, counting it out of `usage`.
 fn pop_oldest(state: &mut TopicState, usage: &mut Usage) {
     if let Some(old) = state.ring.pop_front() {
+        old.msg.in_history.store(false, Relaxed);
         state.evicted_gseq = old.msg.gseq;
         usage.remove(&old.msg);
     }
@@ -477,6 +475,7 @@ mod tests {
                         ws_frame: Bytes::from(vec![b'x'; frame]),
                         sse_event: Bytes::new(),
                         envelope: Bytes::new(),
+                        in_history: Default::default(),
                     }
                 });
             (m.seq, m.gseq)

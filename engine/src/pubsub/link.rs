@@ -122,6 +122,10 @@ pub struct Message {
     pub sse_event: Bytes,
     /// The envelope alone (long-poll bodies), a slice of `ws_frame`'s bytes.
     pub envelope: Bytes,
+    /// True while the router's history holds the message in its topic's ring: how
+    /// the history tells its stale publish-order entries without a topic lookup.
+    /// Written and read by the router thread only.
+    pub in_history: AtomicBool,
 }
 
 /// What the router sends a shard.

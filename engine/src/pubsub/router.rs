@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -500,7 +500,8 @@ const NO_AMI_RESULT: &str =
 
 /// Builds the envelope once and frames it for each transport.
 pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message {
-    let mut frame = Vec::with_capacity(WS_HEADROOM + data.len() + topic_name.len() + 72);
+    // What `write_envelope` reserves past the headroom: one allocation, not two.
+    let mut frame = Vec::with_capacity(WS_HEADROOM + topic_name.len() + data.len() + 80);
     frame.resize(WS_HEADROOM, 0);
     envelope::write_envelope(&mut frame, topic_name, seq, pos, data);
     let payload_len = (frame.len() - WS_HEADROOM) as u64;
@@ -517,8 +518,7 @@ pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message
 
     let envelope_bytes = &frame[WS_HEADROOM..];
     let mut event = Vec::with_capacity(envelope_bytes.len() + 48);
-    let id = pos.to_string();
-    sse::write_event(&mut event, Some(&id), None, envelope_bytes);
+    sse::write_event_at(&mut event, pos, envelope_bytes);
 
     let frame = Bytes::from(frame);
     Message {
@@ -528,6 +528,7 @@ pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message
         ws_frame: frame.slice(start..),
         sse_event: Bytes::from(event),
         envelope: frame.slice(WS_HEADROOM..),
+        in_history: AtomicBool::new(false),
     }
 }
 

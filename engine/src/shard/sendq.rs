@@ -113,6 +113,7 @@ mod tests {
             ws_frame: Bytes::new(),
             sse_event: Bytes::new(),
             envelope: Bytes::new(),
+            in_history: Default::default(),
         })
     }
 
