@@ -205,22 +205,25 @@ impl History {
         now: Instant,
         make: impl FnOnce(u64) -> Message,
     ) -> Arc<Message> {
-        if !self.topics.contains_key(topic) {
-            if self.topics.len() >= self.limits.topics
-                && let Some((_, oldest)) = self.lru.pop_first()
-            {
-                self.evicted_topics += 1;
-                self.forget(&oldest);
+        // One lookup for a known topic (names are long and alike: `ami.call.<id>`).
+        let state = match self.topics.get_mut(topic) {
+            Some(state) => {
+                if let Some(name) = self.lru.remove(&state.last_gseq) {
+                    self.lru.insert(gseq, name);
+                }
+                state
             }
-            self.topics.insert(topic.into(), TopicState::default());
-            self.lru.insert(gseq, topic.into());
-        }
-        let state = self.topics.get_mut(topic).expect("inserted above");
-        if state.last_gseq != 0
-            && let Some(name) = self.lru.remove(&state.last_gseq)
-        {
-            self.lru.insert(gseq, name);
-        }
+            None => {
+                if self.topics.len() >= self.limits.topics
+                    && let Some((_, oldest)) = self.lru.pop_first()
+                {
+                    self.evicted_topics += 1;
+                    self.forget(&oldest);
+                }
+                self.lru.insert(gseq, topic.into());
+                self.topics.entry(topic.into()).or_default()
+            }
+        };
         state.last_gseq = gseq;
         state.seq += 1;
         let msg = Arc::new(make(state.seq));
