@@ -10,6 +10,8 @@
 //! writer emits a final empty `data:` line for it. Empty data is sent as one empty
 //! `data:` line, which the spec delivers as an event with empty data.
 
+use std::ops::Range;
+
 use crate::position::Position;
 
 /// The media type of an event stream.
@@ -103,6 +105,25 @@ pub fn write_event_at(out: &mut Vec<u8>, pos: Position, data: &[u8]) {
     pos.write(out);
     out.push(b'\n');
     write_data(out, data);
+}
+
+/// [`write_event_at`] for data that is already in `buf` (`buf[data]`), appended to
+/// `buf` itself without copying the data out first (the router puts the SSE event
+/// in the allocation of the WebSocket frame it frames the same envelope for). False,
+/// with nothing appended, if the data is empty or holds a CR or LF (it would take
+/// other than one `data:` line): use [`write_event_at`] then.
+pub fn append_event_at(buf: &mut Vec<u8>, pos: Position, data: Range<usize>) -> bool {
+    match buf.get(data.clone()) {
+        Some(bytes) if !bytes.is_empty() && memchr::memchr2(b'\r', b'\n', bytes).is_none() => {}
+        _ => return false,
+    }
+    buf.reserve(data.len().saturating_add(48));
+    buf.extend_from_slice(b"id: ");
+    pos.write(buf);
+    buf.extend_from_slice(b"\ndata: ");
+    buf.extend_from_within(data);
+    buf.extend_from_slice(b"\n\n");
+    true
 }
 
 /// The `data:` lines of an event, then the blank line that ends it.
@@ -378,6 +399,31 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appending an event whose data is in the buffer already writes what
+    /// `write_event_at` writes, when the data is one non-empty line; else nothing.
+    #[test]
+    fn append_event_at_is_write_event_at_for_one_line_of_data() {
+        let pos = Position {
+            epoch: 0xabcdef01,
+            gseq: 7,
+        };
+        for data in [&b"{\"a\":1}"[..], b"x", b"", b"a\nb", b"a\r", b"\n"] {
+            let mut buf = b"head:".to_vec();
+            buf.extend_from_slice(data);
+            let range = 5..buf.len();
+            let appended = append_event_at(&mut buf, pos, range);
+            let single = !data.is_empty() && !data.contains(&b'\n') && !data.contains(&b'\r');
+            assert_eq!(appended, single, "{data:?}");
+            let mut want = b"head:".to_vec();
+            want.extend_from_slice(data);
+            if single {
+                write_event_at(&mut want, pos, data);
+            }
+            assert_eq!(buf, want, "{data:?}");
+        }
+        assert!(!append_event_at(&mut Vec::new(), pos, 0..1), "out of range");
+    }
 
     /// The router's form is `write_event` with the position's text as the id.
     #[test]

@@ -498,10 +498,14 @@ impl Router {
 const NO_AMI_RESULT: &str =
     r#"{"op":"result","ok":false,"code":"unavailable","error":"no PBX is configured (--ami)"}"#;
 
-/// Builds the envelope once and frames it for each transport.
+/// Builds the envelope once and frames it for each transport: the WebSocket frame,
+/// and after it in the same allocation (when the envelope is one line, as it is
+/// unless the data is pretty-printed JSON) the SSE event.
 pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message {
-    // What `write_envelope` reserves past the headroom: one allocation, not two.
-    let mut frame = Vec::with_capacity(WS_HEADROOM + topic_name.len() + data.len() + 80);
+    // What `write_envelope` reserves past the headroom, then the SSE event: one
+    // allocation.
+    let envelope_room = topic_name.len() + data.len() + 80;
+    let mut frame = Vec::with_capacity(WS_HEADROOM + 2 * envelope_room + 48);
     frame.resize(WS_HEADROOM, 0);
     envelope::write_envelope(&mut frame, topic_name, seq, pos, data);
     let payload_len = (frame.len() - WS_HEADROOM) as u64;
@@ -516,18 +520,23 @@ pub fn encode(topic_name: &str, seq: u64, pos: Position, data: &[u8]) -> Message
     let start = WS_HEADROOM - n;
     frame[start..WS_HEADROOM].copy_from_slice(&header[..n]);
 
-    let envelope_bytes = &frame[WS_HEADROOM..];
-    let mut event = Vec::with_capacity(envelope_bytes.len() + 48);
-    sse::write_event_at(&mut event, pos, envelope_bytes);
-
+    let end = frame.len();
+    let separate = if sse::append_event_at(&mut frame, pos, WS_HEADROOM..end) {
+        None
+    } else {
+        let envelope_bytes = frame.get(WS_HEADROOM..end).unwrap_or_default();
+        let mut event = Vec::with_capacity(envelope_bytes.len() + 48);
+        sse::write_event_at(&mut event, pos, envelope_bytes);
+        Some(Bytes::from(event))
+    };
     let frame = Bytes::from(frame);
     Message {
         topic: topic_name.into(),
         seq,
         gseq: pos.gseq,
-        ws_frame: frame.slice(start..),
-        sse_event: Bytes::from(event),
-        envelope: frame.slice(WS_HEADROOM..),
+        ws_frame: frame.slice(start..end),
+        sse_event: separate.unwrap_or_else(|| frame.slice(end..)),
+        envelope: frame.slice(WS_HEADROOM..end),
         in_history: AtomicBool::new(false),
     }
 }
@@ -555,6 +564,22 @@ mod tests {
             std::str::from_utf8(envelope).unwrap()
         );
         assert_eq!(&msg.sse_event[..], expected.as_bytes());
+    }
+
+    /// Pretty-printed data makes a multi-line envelope: its SSE event has one `data:`
+    /// line per line (and does not share the frame's allocation).
+    #[test]
+    fn a_multi_line_envelope_gets_one_sse_data_line_per_line() {
+        let pos = Position { epoch: 1, gseq: 3 };
+        let msg = encode("t", 1, pos, b"{\n  \"a\": 1\n}");
+        let envelope =
+            "{\"topic\":\"t\",\"seq\":1,\"pos\":\"00000001-3\",\"data\":{\n  \"a\": 1\n}}";
+        assert_eq!(&msg.envelope[..], envelope.as_bytes());
+        assert_eq!(&msg.ws_frame[2..], envelope.as_bytes());
+        assert_eq!(
+            &msg.sse_event[..],
+            b"id: 00000001-3\ndata: {\"topic\":\"t\",\"seq\":1,\"pos\":\"00000001-3\",\"data\":{\ndata:   \"a\": 1\ndata: }}\n\n"
+        );
     }
 
     #[test]
