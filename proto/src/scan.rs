@@ -47,7 +47,8 @@ pub fn masks(block: &[u8; BLOCK]) -> Masks {
 #[inline]
 pub fn json_special(chunk: &[u8; 16]) -> u32 {
     let bytes = u8x16::from(*chunk);
-    let signed = i8x16::from(chunk.map(|b| b as i8));
+    // The same register read as signed bytes (a free cast, not a per-byte map).
+    let signed: i8x16 = wide::bytemuck::cast(bytes);
     let low_or_high = signed.simd_lt(i8x16::splat(0x20)).to_bitmask();
     let quote = bytes.simd_eq(u8x16::splat(b'"')).to_bitmask();
     let backslash = bytes.simd_eq(u8x16::splat(b'\\')).to_bitmask();
