@@ -30,4 +30,4 @@ rate() { "$1" "$2" --passes "$3" | grep -o '[0-9]* events/s' | cut -d' ' -f1; }
                 'BEGIN { printf "%s: base %d, new %d events/s: %.2fx\n", f, o, n, n / o }'
         done
     done
-} | tee "$here/compare.txt"
+} | tee "$here/compare-$base.txt"

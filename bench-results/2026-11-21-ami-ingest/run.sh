@@ -44,6 +44,10 @@ target/release/switchboard serve --listen "127.0.0.1:$port" --shards 1 \
     --ami "127.0.0.1:$ami_port" --ami-user admin --ami-secret amp111 >"$here/engine.log" 2>&1 &
 pid=$!
 until grep -q "^listening on" "$here/engine.log"; do sleep 0.1; done
+# The subscriber joins once the PBX state is synced: the resync announces every call
+# of the warm PBX on ami.calls at once (~4 MB for 6,500 calls), more than a
+# subscriber may have queued (--max-queued-bytes, 4 MiB) while it starts reading.
+until grep -q "ami: live" "$here/engine.log"; do sleep 0.1; done
 curl -sN "http://127.0.0.1:$port/sse?topic=ami.calls" | wc -c >"$here/sse-bytes.txt" &
 sub=$!
 # CPU ticks (utime + stime) of the engine thread named $1.
