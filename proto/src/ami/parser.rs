@@ -911,9 +911,10 @@ impl Parser {
     /// a `Response: Follows`), from a line start (`searched == scanned`) on.
     ///
     /// The same steps as the general path, in one tight loop for the one state
-    /// that matters for speed (that of nearly every line Asterisk sends): find the
-    /// LF, check the limits, drop the CR, find the colon in the content only,
-    /// push the field. Returns `Some(lf)` at an empty line (`scanned` at its
+    /// that matters for speed (that of nearly every line Asterisk sends), over the
+    /// structural scan of [`crate::scan`]: the colons and LFs of 64 bytes at a time
+    /// as bits; the first colon of a line splits it, its LF ends it (limits checked,
+    /// CR dropped, field pushed). Returns `Some(lf)` at an empty line (`scanned` at its
     /// start), for the caller to end the message or skip the line; `None` when
     /// the bytes run out in a line (`searched` past them: the caller then
     /// applies the incomplete-line rules), or after a first line
