@@ -406,6 +406,19 @@ fn the_gateway_runs_granted_actions_and_refuses_everything_else() {
         assert!(!r["error"].as_str().unwrap().is_empty());
     }
 
+    // A channel of her own endpoint that does not exist: the PBX says so (the engine
+    // does not refuse it for not having seen it: Asterisk may report a click-to-call's
+    // channel before announcing it).
+    let r = act(
+        &mut ws,
+        json!({"op":"action","action":"Hangup","ref":"gone","channel":"PJSIP/101-0000ffff"}),
+    );
+    assert_eq!(
+        (r["ok"].clone(), r["code"].clone(), r["error"].clone()),
+        (json!(false), json!("pbx_error"), json!("No such channel")),
+        "{r}"
+    );
+
     // Over HTTP: the same gateway, statuses by result.
     let bearer = format!("Bearer {token}");
     let body = br#"{"action":"QueueStatus","queue":"sales","ref":"h1"}"#;

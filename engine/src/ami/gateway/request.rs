@@ -381,22 +381,19 @@ impl<'r> Params<'r, '_> {
         }
     }
 
-    /// `channel`, which must be live and owned: on a granted endpoint, or on a call
-    /// one of whose live channels is. Whether a channel exists is told only to
-    /// a caller who would own it.
+    /// `channel`, which must be owned: on a granted endpoint, or on a call one of
+    /// whose live channels is. A channel of a granted endpoint goes to the PBX even
+    /// when the model does not know it (yet): Asterisk can report a channel, as the
+    /// `OriginateResponse` of a click-to-call, before its `Newchannel`, and a hangup
+    /// right after must not be refused; one that does not exist gets the PBX's error.
+    /// Whether another channel exists is told to nobody: unknown is not owned.
     fn owned_channel(&self) -> Result<&'r str, Refusal> {
         let channel = self.required_text("channel")?;
         let endpoints = &self.grants.endpoints;
-        let call = self.pbx.linkedid_of(channel);
         if endpoints.contains(endpoint_of(channel)) {
-            return match call {
-                Some(_) => Ok(channel),
-                None => Err(Refusal::invalid(format!(
-                    "no such channel: {}",
-                    Quoted(channel)
-                ))),
-            };
+            return Ok(channel);
         }
+        let call = self.pbx.linkedid_of(channel);
         let owned = call.is_some_and(|linkedid| {
             self.pbx
                 .channels_of_call(linkedid)
