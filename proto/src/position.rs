@@ -32,8 +32,8 @@ pub enum PositionError {
 }
 
 impl Position {
-    /// Appends the position's text to `out` (as its `Display`, without the formatting
-    /// machinery: the router writes two per message).
+    /// Appends the position's text to `out`, without the formatting machinery (the
+    /// router writes two per message).
     pub fn write(&self, out: &mut Vec<u8>) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let hex: [u8; 8] = std::array::from_fn(|i| {
@@ -65,9 +65,12 @@ impl Position {
     }
 }
 
+/// The text of [`Position::write`].
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}-{}", self.epoch, self.gseq)
+        let mut text = Vec::with_capacity(MAX_POSITION_LEN);
+        self.write(&mut text);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -75,17 +78,20 @@ impl fmt::Display for Position {
 mod tests {
     use super::*;
 
-    /// `write` is the `Display` text, for every nibble of the epoch at every place
-    /// and numbers of every length.
+    /// `write` (and `Display`, which is its text) gives 8 lowercase hex digits, `-`,
+    /// the decimal number, for every nibble of the epoch at every place and numbers of
+    /// every length.
     #[test]
-    fn write_is_the_display_text() {
+    fn write_is_8_hex_digits_a_dash_and_the_number() {
         let epochs = (0..8).flat_map(|at| (0..16u32).map(move |d| d << (4 * at)));
         let gseqs = (0..20).map(|k| 10u64.pow(k)).chain([0, 9, 99, u64::MAX]);
         for (epoch, gseq) in epochs.zip(gseqs.cycle()) {
             let p = Position { epoch, gseq };
+            let want = format!("{epoch:08x}-{gseq}");
             let mut out = Vec::new();
             p.write(&mut out);
-            assert_eq!(out, p.to_string().as_bytes());
+            assert_eq!(out, want.as_bytes());
+            assert_eq!(p.to_string(), want);
         }
     }
 

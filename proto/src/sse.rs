@@ -101,10 +101,15 @@ pub fn write_event(out: &mut Vec<u8>, id: Option<&str>, event: Option<&str>, dat
 /// into a string first).
 pub fn write_event_at(out: &mut Vec<u8>, pos: Position, data: &[u8]) {
     out.reserve(data.len().saturating_add(48));
+    write_id_at(out, pos);
+    write_data(out, data);
+}
+
+/// The `id:` line of an event at `pos`.
+fn write_id_at(out: &mut Vec<u8>, pos: Position) {
     out.extend_from_slice(b"id: ");
     pos.write(out);
     out.push(b'\n');
-    write_data(out, data);
 }
 
 /// [`write_event_at`] for data that is already in `buf` (`buf[data]`), appended to
@@ -118,9 +123,8 @@ pub fn append_event_at(buf: &mut Vec<u8>, pos: Position, data: Range<usize>) -> 
         _ => return false,
     }
     buf.reserve(data.len().saturating_add(48));
-    buf.extend_from_slice(b"id: ");
-    pos.write(buf);
-    buf.extend_from_slice(b"\ndata: ");
+    write_id_at(buf, pos);
+    buf.extend_from_slice(b"data: ");
     buf.extend_from_within(data);
     buf.extend_from_slice(b"\n\n");
     true

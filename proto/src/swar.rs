@@ -39,6 +39,11 @@ pub fn word_at(b: &[u8], at: usize) -> u64 {
 
 const LO: u64 = 0x0101_0101_0101_0101;
 
+/// The ASCII case bit (0x20) of every byte: OR-ing it makes letters lower case, and
+/// for a lower-case letter `l`, `x | 0x20 == l` holds exactly for `l` and its upper
+/// case (for other bytes it is only a filter: `@` and `` ` `` fold alike).
+pub const CASE: u64 = 0x20 * LO;
+
 /// `a.eq_ignore_ascii_case(b)`, eight bytes at a time: equal words are equal; else
 /// every differing byte must differ in bit 5 only (0x20, the ASCII case bit) and be
 /// a letter. Slices of up to 8 bytes (most AMI keys and names) are one word each.
@@ -66,6 +71,29 @@ fn long_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
     words_eq_ignore_ascii_case(word_at(a, last), word_at(b, last))
 }
 
+/// [`eq_ignore_ascii_case`] against `letters`, a name of lower-case ASCII letters
+/// only (a key the caller spells, such as `calleridnum`): then OR-ing [`CASE`] into
+/// the other side's words is exact, and a word is one compare.
+#[inline]
+pub fn eq_letters(key: &[u8], letters: &[u8]) -> bool {
+    debug_assert!(letters.iter().all(u8::is_ascii_lowercase));
+    let n = key.len();
+    if n != letters.len() {
+        return false;
+    }
+    if n < 8 {
+        return load_word(key) | CASE == load_word(letters) | CASE;
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        if word_at(key, at) | CASE != word_at(letters, at) | CASE {
+            return false;
+        }
+        at += 8;
+    }
+    word_at(key, n - 8) | CASE == word_at(letters, n - 8) | CASE
+}
+
 /// Two words are equal but for the case of ASCII letters.
 #[inline]
 fn words_eq_ignore_ascii_case(x: u64, y: u64) -> bool {
@@ -73,11 +101,11 @@ fn words_eq_ignore_ascii_case(x: u64, y: u64) -> bool {
     if diff == 0 {
         return true;
     }
-    if diff & !(0x20 * LO) != 0 {
+    if diff & !CASE != 0 {
         return false;
     }
     // The bytes that differ (bit 5 moved to bit 7) must be letters of `x`.
-    (diff << 2) & !lowercase_letters(x | (0x20 * LO)) == 0
+    (diff << 2) & !lowercase_letters(x | CASE) == 0
 }
 
 /// Bit 7 of each byte of the result is set iff that byte of `x` is `a..=z`. Exact
@@ -161,5 +189,28 @@ mod tests {
         assert!(!eq_ignore_ascii_case(b"a", b""));
         assert!(!eq_ignore_ascii_case(b"Event", b"Events"));
         assert!(eq_ignore_ascii_case(b"ACTIONID", b"ActionID"));
+    }
+
+    /// Against the standard library, for every byte value at every position of keys
+    /// as long as letter names of 0 to 17 bytes (words, overlapping tails).
+    #[test]
+    fn eq_letters_agrees_with_the_standard_library_for_letter_names() {
+        let letters = b"connectedlinename";
+        for len in 0..=letters.len() {
+            let name = &letters[..len];
+            for at in 0..len {
+                for x in 0..=255u8 {
+                    let mut key = name.to_ascii_uppercase();
+                    key[at] = x;
+                    assert_eq!(
+                        eq_letters(&key, name),
+                        key.eq_ignore_ascii_case(name),
+                        "{key:?}"
+                    );
+                }
+            }
+            assert!(eq_letters(name, name));
+            assert!(!eq_letters(&[name, b"x"].concat(), name));
+        }
     }
 }

@@ -316,8 +316,7 @@ fn put(out: &mut Vec<u8>, bytes: &[u8], utf8: bool) {
 /// the state model.
 #[derive(Debug, Clone)]
 pub struct EventFilter {
-    noise: Vec<String>,
-    set: NameSet,
+    noise: NameSet,
 }
 
 impl Default for EventFilter {
@@ -331,19 +330,21 @@ impl EventFilter {
     /// A filter with these noise event names (empty: no noise).
     pub fn new(noise: &[String]) -> Self {
         Self {
-            noise: noise.to_vec(),
-            set: NameSet::new(noise),
+            noise: NameSet::new(noise),
         }
     }
 
-    /// The noise event names (for logging).
-    pub fn noise(&self) -> &[String] {
-        &self.noise
+    /// The noise event names, as given.
+    pub fn noise(&self) -> Vec<String> {
+        self.noise
+            .names()
+            .map(|n| decode_text(n).into_owned())
+            .collect()
     }
 
     /// True if `name` is a noise event name.
     pub fn is_noise(&self, name: &[u8]) -> bool {
-        self.set.contains(name)
+        self.noise.contains(name)
     }
 
     /// True if `msg` is an event that may be published: not noise, and its

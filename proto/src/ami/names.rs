@@ -3,12 +3,7 @@
 //! lengths and case-folded first eight bytes rejects nearly every other name with one
 //! test, and the same two compares pick the candidates among the names.
 
-use crate::swar::{eq_ignore_ascii_case, load_word};
-
-/// Sets bit 5 of every byte: the ASCII case fold of letters, and a harmless change
-/// of some other bytes (`@` and `` ` `` fold alike), so equal folds are only a
-/// filter, confirmed byte by byte.
-const FOLD: u64 = 0x2020_2020_2020_2020;
+use crate::swar::{CASE, eq_ignore_ascii_case, load_word};
 
 /// A set of names, ASCII case-insensitive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,7 +33,7 @@ impl NameSet {
         let entries: Vec<Entry> = names
             .into_iter()
             .map(|n| Entry {
-                head: load_word(n.as_ref()) | FOLD,
+                head: load_word(n.as_ref()) | CASE,
                 name: n.as_ref().into(),
             })
             .collect();
@@ -53,7 +48,7 @@ impl NameSet {
     /// Whether `name` is in the set (ASCII case-insensitive).
     #[inline]
     pub fn contains(&self, name: &[u8]) -> bool {
-        let head = load_word(name) | FOLD;
+        let head = load_word(name) | CASE;
         if self.filter & filter_bit(head, name.len()) == 0 {
             return false;
         }

@@ -5,7 +5,7 @@
 use switchboard_proto::ami::Message;
 
 use super::super::json::{FieldList, Text};
-use switchboard_proto::swar::{load_word, word_at};
+use switchboard_proto::swar::{CASE, eq_ignore_ascii_case, eq_letters, load_word, word_at};
 
 /// The channel block of an event; fields absent from the event are `None`.
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +45,6 @@ pub(super) enum Ref {
     Channel,
 }
 
-/// Sets the case bit (0x20) of every byte: ASCII letters become lower case, and for a
-/// lower-case letter `l`, `x | 0x20 == l` holds exactly for `l` and its upper case.
-const CASE: u64 = 0x2020_2020_2020_2020;
-
 /// The word a key spelled like `name` (lower-case letters, at most eight) has once
 /// its head ([`load_word`]) is folded with [`CASE`] (zero padding folds to 0x20, in
 /// both).
@@ -60,27 +56,6 @@ const fn folded(name: &[u8]) -> u64 {
         i += 1;
     }
     w | CASE
-}
-
-/// ASCII case-insensitive equality with `letters`, a lower-case name made of
-/// letters only; eight bytes at a time.
-#[inline]
-fn eq_letters(k: &[u8], letters: &[u8]) -> bool {
-    let n = k.len();
-    if n != letters.len() {
-        return false;
-    }
-    if n < 8 {
-        return load_word(k) | CASE == load_word(letters) | CASE;
-    }
-    let mut at = 0;
-    while at + 8 < n {
-        if word_at(k, at) | CASE != word_at(letters, at) | CASE {
-            return false;
-        }
-        at += 8;
-    }
-    word_at(k, n - 8) | CASE == word_at(letters, n - 8) | CASE
 }
 
 /// The kind of reference a key is, by its suffix (ASCII case-insensitive): the last
@@ -148,7 +123,7 @@ impl<'a> Block<'a> {
         };
         for f in msg.fields().filter(|f| f.has_colon()) {
             let rest = match f.key().split_at_checked(prefix.len()) {
-                Some((p, rest)) if p.eq_ignore_ascii_case(prefix) => rest,
+                Some((p, rest)) if eq_ignore_ascii_case(p, prefix) => rest,
                 _ => continue,
             };
             if prefix.is_empty() {
